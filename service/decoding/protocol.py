@@ -1,0 +1,32 @@
+"""The incremental decoding protocol that the Transformer and RNNSearch both speak.
+
+fairseq's idea, with typed state: the search algorithms own the state object and pass it in and
+out; a model never stores per-request state on itself, so one model object can serve many
+concurrent decodes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, TypeVar
+
+from torch import Tensor
+
+State = TypeVar("State")
+
+
+class Seq2SeqDecoder(Protocol[State]):
+    config: Any  # has pad_id, eos_id, decoder_start_id, max_positions
+
+    def encode(self, src: Tensor) -> Any:
+        """(B, S) right-padded source ids -> an encoder output with `.reorder(index)`."""
+
+    def init_state(
+        self, encoder: Any, max_len: int, use_cache: bool = True, need_alignment: bool = False
+    ) -> State:
+        """Fresh decoder state for `max_len` steps; `use_cache=False` recomputes every prefix."""
+
+    def step(self, tokens: Tensor, state: State) -> tuple[Tensor, Tensor | None]:
+        """(B,) previous tokens -> next-token logits (B, V), cross-attention (B, S) or None."""
+
+    def reorder_state(self, state: State, index: Tensor) -> State:
+        """Keep rows `index` (B',) of the state: beam reordering and dropping finished rows."""

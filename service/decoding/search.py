@@ -1,0 +1,281 @@
+"""Greedy, sampling and beam search over any `Seq2SeqDecoder`.
+
+All three work on a padded batch and drop rows as soon as they are finished, so a long
+sentence in the batch does not make the short ones keep paying for decoder steps.
+
+Beam search follows the semantics of Hugging Face `generate` (v5) exactly, so that parity tests
+can demand identical hypotheses: 2K candidates per step, an EOS candidate only counts when it
+ranks in the top K, scores are `sum log p / generated_len ** length_penalty` with the EOS
+counted, and a sentence is done when no running beam can beat its worst finished hypothesis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from service.decoding.protocol import Seq2SeqDecoder
+
+NEG_INF = -1.0e9  # finite, as in HF, so that arithmetic on masked beams never yields NaN
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    beam_size: int = 1
+    n_best: int = 1
+    max_length: int = 256  # generated tokens, EOS included
+    length_penalty: float = 1.0
+    early_stopping: bool | Literal["never"] = False
+    sampling: bool = False
+    temperature: float = 1.0
+    top_k: int = 0  # 0 disables
+    top_p: float = 1.0
+    seed: int | None = None
+    use_cache: bool = True
+    return_alignment: bool = False
+
+    def __post_init__(self):
+        if self.beam_size < 1:
+            raise ValueError("beam_size must be at least 1")
+        if not 1 <= self.n_best <= max(self.beam_size, 1 if not self.sampling else self.n_best):
+            raise ValueError("n_best must be between 1 and beam_size")
+        if self.max_length < 1:
+            raise ValueError("max_length must be at least 1")
+        if self.sampling and self.beam_size > 1:
+            raise ValueError("sampling and beam search are exclusive")
+        if self.temperature <= 0:
+            raise ValueError("temperature must be positive")
+        if not 0 < self.top_p <= 1:
+            raise ValueError("top_p must be in (0, 1]")
+
+
+@dataclass
+class Hypothesis:
+    tokens: list[int]  # generated ids, EOS excluded
+    score: float  # beam: length-normalised log-probability; greedy/sampling: sum of log-probs
+    alignment: Tensor | None = None  # (T, S) cross-attention over real source positions
+    finished: bool = True  # False when max_length cut it off
+
+
+def _source_lengths(model: Seq2SeqDecoder, src: Tensor) -> list[int]:
+    return (src != model.config.pad_id).sum(1).tolist()
+
+
+def _log_probs(model: Seq2SeqDecoder, logits: Tensor) -> Tensor:
+    log_probs = logits.float().log_softmax(-1)
+    log_probs[:, model.config.pad_id] = float("-inf")  # padding is never a word
+    return log_probs
+
+
+@torch.inference_mode()
+def generate(model: Seq2SeqDecoder, src: Tensor, options: DecodeOptions) -> list[list[Hypothesis]]:
+    """Decode a padded batch (B, S); return `n_best` hypotheses per row, best first."""
+    if options.beam_size > 1:
+        return beam_search(model, src, options)
+    if options.sampling and options.n_best > 1:
+        repeated = src.repeat_interleave(options.n_best, 0)
+        flat = sample_or_greedy(model, repeated, options)
+        return [
+            sorted(flat[i : i + options.n_best], key=lambda h: -h.score)
+            for i in range(0, len(flat), options.n_best)
+        ]
+    return [[h] for h in sample_or_greedy(model, src, options)]
+
+
+def _select_sample(log_probs: Tensor, options: DecodeOptions, generator) -> Tensor:
+    """Temperature, then top-k, then nucleus (top-p) filtering; one draw per row."""
+    logits = log_probs / options.temperature
+    if options.top_k > 0:
+        kth = logits.topk(min(options.top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if options.top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        cumulative = sorted_logits.softmax(-1).cumsum(-1)
+        drop_sorted = cumulative - sorted_logits.softmax(-1) >= options.top_p  # keep the first
+        drop = drop_sorted.scatter(1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(1)
+
+
+def sample_or_greedy(
+    model: Seq2SeqDecoder, src: Tensor, options: DecodeOptions
+) -> list[Hypothesis]:
+    """Greedy (argmax) or ancestral sampling, one hypothesis per row."""
+    config = model.config
+    batch = src.shape[0]
+    generator = None
+    if options.sampling:
+        generator = torch.Generator(device=src.device)
+        generator.manual_seed(options.seed if options.seed is not None else torch.seed())
+    state = model.init_state(
+        model.encode(src), options.max_length, options.use_cache, options.return_alignment
+    )
+    source_lengths = _source_lengths(model, src)
+    rows = torch.arange(batch, device=src.device)  # original index of each live row
+    tokens = torch.full((batch,), config.decoder_start_id, dtype=torch.long, device=src.device)
+    out_tokens: list[list[int]] = [[] for _ in range(batch)]
+    out_attn: list[list[Tensor]] = [[] for _ in range(batch)]
+    scores = [0.0] * batch
+    finished = [False] * batch
+
+    for _ in range(options.max_length):
+        logits, attention = model.step(tokens, state)
+        log_probs = _log_probs(model, logits)
+        if options.sampling:
+            tokens = _select_sample(log_probs, options, generator)
+        else:
+            tokens = log_probs.argmax(-1)
+        token_scores = log_probs.gather(1, tokens[:, None]).squeeze(1)
+        live = []
+        for slot, (row, token, score) in enumerate(
+            zip(rows.tolist(), tokens.tolist(), token_scores.tolist())
+        ):
+            scores[row] += score
+            if attention is not None:
+                out_attn[row].append(attention[slot, : source_lengths[row]])
+            if token == config.eos_id:
+                finished[row] = True
+            else:
+                out_tokens[row].append(token)
+                live.append(slot)
+        if not live:
+            break
+        if len(live) < len(rows):
+            keep = torch.tensor(live, device=src.device)
+            state = model.reorder_state(state, keep)
+            rows, tokens = rows[keep], tokens[keep]
+
+    return [
+        Hypothesis(
+            out_tokens[i],
+            scores[i],
+            torch.stack(out_attn[i]) if out_attn[i] else None,
+            finished[i],
+        )
+        for i in range(batch)
+    ]
+
+
+@dataclass
+class _Finished:
+    """The best K finished hypotheses of one sentence."""
+
+    capacity: int
+    items: list[Hypothesis] = field(default_factory=list)
+
+    @property
+    def full(self) -> bool:
+        return len(self.items) >= self.capacity
+
+    @property
+    def worst(self) -> float:
+        return min(h.score for h in self.items)
+
+    def add(self, hypothesis: Hypothesis):
+        if self.full and hypothesis.score <= self.worst:
+            return
+        self.items.append(hypothesis)
+        self.items.sort(key=lambda h: -h.score)  # stable: earlier ties stay ahead, as in topk
+        del self.items[self.capacity :]
+
+
+def beam_search(model: Seq2SeqDecoder, src: Tensor, options: DecodeOptions) -> list[list[Hypothesis]]:
+    config = model.config
+    batch, k = src.shape[0], options.beam_size
+    device = src.device
+    encoder = model.encode(src).reorder(torch.arange(batch, device=device).repeat_interleave(k))
+    state = model.init_state(encoder, options.max_length, options.use_cache, options.return_alignment)
+    source_lengths = _source_lengths(model, src)
+    live = list(range(batch))  # sentences still searching; each owns K consecutive rows
+    beam_scores = torch.full((batch, k), NEG_INF, device=device)
+    beam_scores[:, 0] = 0.0
+    history = torch.empty((batch * k, 0), dtype=torch.long, device=device)
+    attn_history: Tensor | None = None
+    tokens = torch.full((batch * k,), config.decoder_start_id, dtype=torch.long, device=device)
+    finished = [_Finished(k) for _ in range(batch)]
+    penalty = options.length_penalty
+
+    for step in range(options.max_length):
+        length = step + 1  # generated tokens including the one chosen now
+        last_step = step == options.max_length - 1
+        logits, attention = model.step(tokens, state)
+        if attention is not None:
+            attention = attention[:, None]
+            attn_history = attention if attn_history is None else torch.cat(
+                [attn_history, attention], 1
+            )  # (rows, t, S)
+        n_live = len(live)
+        vocab = logits.shape[-1]
+        log_probs = _log_probs(model, logits).view(n_live, k, vocab) + beam_scores[:, :, None]
+        top_scores, top_ids = log_probs.view(n_live, k * vocab).topk(2 * k, dim=1)
+        top_beams, top_tokens = top_ids // vocab, top_ids % vocab
+
+        next_rows, next_tokens, next_scores, still_live = [], [], [], []
+        for slot, sentence in enumerate(live):
+            cands = zip(top_scores[slot].tolist(), top_beams[slot].tolist(), top_tokens[slot].tolist())
+            chosen = []
+            # Decided before the step, as in HF: a full set still takes better hypotheses
+            # finishing now unless early_stopping=True closed it in an earlier step.
+            accepting = not (options.early_stopping is True and finished[sentence].full)
+            for rank, (score, beam, token) in enumerate(cands):
+                row = slot * k + beam
+                if token == config.eos_id or last_step:
+                    if rank < k and accepting:
+                        finished[sentence].add(
+                            _hypothesis(
+                                history[row].tolist() + ([] if token == config.eos_id else [token]),
+                                score / length**penalty,
+                                attn_history,
+                                row,
+                                source_lengths[sentence],
+                                token == config.eos_id,
+                            )
+                        )
+                elif len(chosen) < k:
+                    chosen.append((score, row, token))
+            if last_step or _done(finished[sentence], chosen[0][0], length, options):
+                continue
+            still_live.append(sentence)
+            next_scores.append([score for score, _, _ in chosen])
+            next_rows.extend(row for _, row, _ in chosen)
+            next_tokens.extend(token for _, _, token in chosen)
+
+        if not still_live:
+            break
+        index = torch.tensor(next_rows, device=device)
+        tokens = torch.tensor(next_tokens, device=device)
+        state = model.reorder_state(state, index)
+        history = torch.cat([history.index_select(0, index), tokens[:, None]], 1)
+        if attn_history is not None:
+            attn_history = attn_history.index_select(0, index)
+        beam_scores = torch.tensor(next_scores, device=device)
+        live = still_live
+
+    return [f.items[: options.n_best] for f in finished]
+
+
+def _done(finished: _Finished, best_running: float, length: int, options: DecodeOptions) -> bool:
+    """True when this sentence can stop: HF's early-stopping heuristic."""
+    if not finished.full:
+        return False
+    if options.early_stopping is True:
+        return True
+    hypothetical = length
+    if options.early_stopping == "never" and options.length_penalty > 0:
+        hypothetical = options.max_length
+    return best_running / hypothetical**options.length_penalty <= finished.worst
+
+
+def _hypothesis(
+    tokens: list[int],
+    score: float,
+    attn_history: Tensor | None,
+    row: int,
+    source_length: int,
+    ended: bool,
+) -> Hypothesis:
+    alignment = None if attn_history is None else attn_history[row, :, :source_length].clone()
+    return Hypothesis(tokens, score, alignment, ended)

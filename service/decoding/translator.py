@@ -1,0 +1,140 @@
+"""The model runner: text in, text out, for one loaded model.
+
+It tokenizes, packs inputs into length-sorted batches under a token budget, runs the search,
+and detokenizes. Serving and evaluation both go through it, so what is measured offline is
+what is served.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from service.decoding.batching import pad_batch, plan_batches
+from service.decoding.search import DecodeOptions, Hypothesis, generate
+
+
+class TextTokenizer(Protocol):
+    pad_id: int
+    eos_id: int
+
+    def encode(self, text: str) -> list[int]: ...
+    def decode(self, ids: list[int]) -> str: ...
+    def pieces(self, ids: list[int]) -> list[str]: ...
+
+
+@dataclass(frozen=True)
+class Alignment:
+    source_tokens: list[str]  # source pieces, "</s>" last
+    target_tokens: list[str]  # target pieces, "</s>" last when the hypothesis finished
+    weights: list[list[float]]  # (target, source) attention rows, each summing to 1
+
+
+@dataclass(frozen=True)
+class Candidate:
+    text: str
+    score: float
+    tokens: int
+    finished: bool
+    alignment: Alignment | None = None
+
+
+@dataclass(frozen=True)
+class Translation:
+    """The n-best list for one input, best first, plus token counts for usage accounting."""
+
+    candidates: list[Candidate]
+    input_tokens: int
+
+    @property
+    def best(self) -> Candidate:
+        return self.candidates[0]
+
+
+@dataclass
+class BatchStats:
+    """What a `translate` call cost: filled in for metrics and for the benchmark."""
+
+    batches: int = 0
+    rows: int = 0
+    padded_source_tokens: int = 0
+    generated_tokens: int = 0
+    seconds: float = 0.0
+    batch_sizes: list[int] = field(default_factory=list)
+
+
+class Translator:
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: TextTokenizer,
+        *,
+        max_batch_tokens: int = 8192,
+        max_source_tokens: int = 256,
+    ):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.max_batch_tokens = max_batch_tokens
+        self.max_source_tokens = max_source_tokens
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def encode(self, text: str) -> list[int]:
+        """Source ids with EOS, truncated to the model's limit (EOS kept)."""
+        ids = self.tokenizer.encode(text)[: self.max_source_tokens - 1]
+        return ids + [self.tokenizer.eos_id]
+
+    def translate(
+        self, texts: list[str], options: DecodeOptions, stats: BatchStats | None = None
+    ) -> list[Translation]:
+        started = time.perf_counter()
+        sources = [self.encode(text) for text in texts]
+        rows_per_input = max(options.beam_size, options.n_best if options.sampling else 1)
+        results: list[Translation | None] = [None] * len(texts)
+        for indices in plan_batches(
+            [len(s) * rows_per_input for s in sources], self.max_batch_tokens
+        ):
+            batch = pad_batch([sources[i] for i in indices], self.tokenizer.pad_id, self.device)
+            hypotheses = generate(self.model, batch, options)
+            for index, nbest in zip(indices, hypotheses):
+                results[index] = Translation(
+                    [self._candidate(sources[index], h, options) for h in nbest],
+                    input_tokens=len(sources[index]),
+                )
+            if stats is not None:
+                stats.batches += 1
+                stats.rows += len(indices)
+                stats.batch_sizes.append(len(indices))
+                stats.padded_source_tokens += batch.numel()
+                stats.generated_tokens += sum(len(n[0].tokens) + 1 for n in hypotheses)
+        if stats is not None:
+            stats.seconds += time.perf_counter() - started
+        return results  # type: ignore[return-value]
+
+    def _candidate(self, source: list[int], hyp: Hypothesis, options: DecodeOptions) -> Candidate:
+        alignment = None
+        if options.return_alignment and hyp.alignment is not None:
+            target_ids = hyp.tokens + ([self.tokenizer.eos_id] if hyp.finished else [])
+            alignment = Alignment(
+                source_tokens=self._pieces(source),
+                target_tokens=self._pieces(target_ids),
+                weights=hyp.alignment[: len(target_ids)].tolist(),
+            )
+        return Candidate(
+            text=self.tokenizer.decode(hyp.tokens),
+            score=hyp.score,
+            tokens=len(hyp.tokens),
+            finished=hyp.finished,
+            alignment=alignment,
+        )
+
+    def _pieces(self, ids: list[int]) -> list[str]:
+        eos = self.tokenizer.eos_id
+        body = [i for i in ids if i != eos]
+        return self.tokenizer.pieces(body) + ["</s>"] * (len(ids) - len(body))

@@ -1,0 +1,305 @@
+"""Transformer encoder-decoder ("Attention Is All You Need", 2017) in the MarianMT layout.
+
+Post-layer-norm blocks, sinusoidal positions, scaled embeddings, one embedding matrix shared by
+source, target and output, and a final logits bias. Parameter names equal Hugging Face's
+`MarianMTModel` state dict without its `model.` prefix, so any OPUS-MT checkpoint loads as is
+and `transformers` / CTranslate2 can serve as independent references on identical weights.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from service.models.attention import KVCache, MultiHeadAttention, StaticKV
+
+ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "swish": F.silu, "silu": F.silu}
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    vocab_size: int
+    d_model: int = 256
+    n_heads: int = 4
+    encoder_layers: int = 4
+    # A shallower decoder costs little quality and makes every decode step cheaper
+    # (Kasai et al. 2021, "Deep Encoder, Shallow Decoder").
+    decoder_layers: int = 3
+    ffn_dim: int = 1024
+    dropout: float = 0.1
+    attention_dropout: float = 0.0
+    activation_dropout: float = 0.0
+    activation: str = "swish"  # Marian's default
+    max_positions: int = 512
+    pad_id: int = 0
+    eos_id: int = 2
+    decoder_start_id: int = 0  # Marian starts decoding from the pad token
+    scale_embedding: bool = True
+
+    def __post_init__(self):
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}")
+
+    @classmethod
+    def preset(cls, name: str, vocab_size: int, **overrides) -> TransformerConfig:
+        presets = {
+            "tiny": dict(d_model=32, n_heads=4, encoder_layers=2, decoder_layers=2, ffn_dim=64),
+            "small": {},
+        }
+        if name not in presets:
+            raise ValueError(f"unknown preset {name!r}; choose from {sorted(presets)}")
+        return replace(cls(vocab_size=vocab_size, **presets[name]), **overrides)
+
+
+def sinusoidal_positions(n_positions: int, dim: int) -> Tensor:
+    """Marian's table: sines in the first half of the channels, cosines in the second."""
+    position = torch.arange(n_positions, dtype=torch.float64)[:, None]
+    rate = torch.pow(10000.0, -2 * torch.arange(dim // 2 + dim % 2, dtype=torch.float64) / dim)
+    table = torch.zeros(n_positions, dim, dtype=torch.float64)
+    sentinel = dim // 2 + dim % 2
+    table[:, :sentinel] = torch.sin(position * rate)
+    table[:, sentinel:] = torch.cos(position * rate[: dim // 2])
+    return table.float()  # (P, C)
+
+
+class FeedForwardMixin:
+    """fc1/fc2 sit directly on each layer, as in Marian's state dict."""
+
+    def init_feed_forward(self, config: TransformerConfig):
+        self.fc1 = nn.Linear(config.d_model, config.ffn_dim)
+        self.fc2 = nn.Linear(config.ffn_dim, config.d_model)
+        self.activation = ACTIVATIONS[config.activation]
+        self.activation_dropout = config.activation_dropout
+
+    def feed_forward(self, x: Tensor) -> Tensor:
+        hidden = self.activation(self.fc1(x))
+        return self.fc2(F.dropout(hidden, self.activation_dropout, self.training))
+
+
+class EncoderLayer(FeedForwardMixin, nn.Module):
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.self_attn = MultiHeadAttention(
+            config.d_model, config.n_heads, config.attention_dropout
+        )
+        self.self_attn_layer_norm = nn.LayerNorm(config.d_model)
+        self.init_feed_forward(config)
+        self.final_layer_norm = nn.LayerNorm(config.d_model)
+        self.dropout = config.dropout
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        attended, _ = self.self_attn(x, mask=mask)
+        x = self.self_attn_layer_norm(x + F.dropout(attended, self.dropout, self.training))
+        return self.final_layer_norm(x + F.dropout(self.feed_forward(x), self.dropout, self.training))
+
+
+class DecoderLayer(FeedForwardMixin, nn.Module):
+    """Causal self-attention, optional cross-attention, feed-forward; each post-normed.
+
+    Without cross-attention it is the block of the decoder-only language model.
+    """
+
+    def __init__(self, config: TransformerConfig, cross_attention: bool = True):
+        super().__init__()
+        d, heads, p = config.d_model, config.n_heads, config.attention_dropout
+        self.self_attn = MultiHeadAttention(d, heads, p)
+        self.self_attn_layer_norm = nn.LayerNorm(d)
+        if cross_attention:
+            self.encoder_attn = MultiHeadAttention(d, heads, p)
+            self.encoder_attn_layer_norm = nn.LayerNorm(d)
+        self.init_feed_forward(config)
+        self.final_layer_norm = nn.LayerNorm(d)
+        self.dropout = config.dropout
+
+    def forward(
+        self,
+        x: Tensor,
+        *,
+        self_mask: Tensor | None,
+        cache: KVCache | None = None,
+        memory: Tensor | None = None,
+        static_kv: StaticKV | None = None,
+        memory_mask: Tensor | None = None,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        drop = lambda t: F.dropout(t, self.dropout, self.training)  # noqa: E731
+        attended, _ = self.self_attn(x, cache=cache, mask=self_mask)
+        x = self.self_attn_layer_norm(x + drop(attended))
+        weights = None
+        if hasattr(self, "encoder_attn"):
+            attended, weights = self.encoder_attn(
+                x, memory=memory, static_kv=static_kv, mask=memory_mask, need_weights=need_weights
+            )
+            x = self.encoder_attn_layer_norm(x + drop(attended))
+        return self.final_layer_norm(x + drop(self.feed_forward(x))), weights
+
+
+@dataclass
+class EncoderOutput:
+    memory: Tensor  # (B, S, C)
+    mask: Tensor  # (B, S) True on real tokens
+
+    def reorder(self, index: Tensor) -> EncoderOutput:
+        return EncoderOutput(self.memory.index_select(0, index), self.mask.index_select(0, index))
+
+
+@dataclass
+class TransformerState:
+    """Everything one decoding call carries between steps.
+
+    With the cache on, `self_attn` holds every layer's keys/values and `cross_attn` the encoder
+    keys/values projected once. With it off (benchmarks), `prefix` holds the tokens so far and
+    each step recomputes the decoder over all of them.
+    """
+
+    encoder: EncoderOutput
+    cross_attn: list[StaticKV] | None
+    self_attn: list[KVCache] | None
+    prefix: Tensor | None  # (B, t) when the cache is off
+    position: int = 0
+    need_alignment: bool = False
+
+
+class Transformer(nn.Module):
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.config = config
+        self.shared = nn.Embedding(config.vocab_size, config.d_model, padding_idx=config.pad_id)
+        self.encoder = nn.Module()
+        self.encoder.layers = nn.ModuleList(
+            EncoderLayer(config) for _ in range(config.encoder_layers)
+        )
+        self.decoder = nn.Module()
+        self.decoder.layers = nn.ModuleList(
+            DecoderLayer(config) for _ in range(config.decoder_layers)
+        )
+        self.register_buffer("final_logits_bias", torch.zeros(1, config.vocab_size))
+        self.register_buffer(
+            "positions", sinusoidal_positions(config.max_positions, config.d_model), persistent=False
+        )
+        self.embed_scale = math.sqrt(config.d_model) if config.scale_embedding else 1.0
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module: nn.Module):
+        if isinstance(module, nn.Linear):
+            nn.init.xavier_uniform_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=self.config.d_model**-0.5)
+            nn.init.zeros_(module.weight[self.config.pad_id])
+
+    def embed(self, tokens: Tensor, start: int = 0) -> Tensor:
+        length = tokens.shape[1]
+        if start + length > self.config.max_positions:
+            raise ValueError(
+                f"sequence of {start + length} tokens exceeds max_positions="
+                f"{self.config.max_positions}"
+            )
+        x = self.shared(tokens) * self.embed_scale + self.positions[start : start + length]
+        return F.dropout(x, self.config.dropout, self.training)
+
+    def encode(self, src: Tensor) -> EncoderOutput:
+        """src: (B, S) token ids, right-padded with pad_id."""
+        mask = src != self.config.pad_id
+        x = self.embed(src)
+        attn_mask = mask[:, None, None, :]  # (B, 1, 1, S)
+        for layer in self.encoder.layers:
+            x = layer(x, attn_mask)
+        return EncoderOutput(x, mask)
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        return F.linear(hidden, self.shared.weight) + self.final_logits_bias
+
+    def decode(
+        self, tgt_in: Tensor, encoder: EncoderOutput, need_weights: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
+        """Teacher-forced decoder over a whole prefix: (B, T) -> logits (B, T, V).
+
+        Also returns the last layer's head-averaged cross-attention (B, T, S) when asked.
+        """
+        length = tgt_in.shape[1]
+        causal = torch.ones(length, length, dtype=torch.bool, device=tgt_in.device).tril()
+        memory_mask = encoder.mask[:, None, None, :]
+        x = self.embed(tgt_in)
+        weights = None
+        for i, layer in enumerate(self.decoder.layers):
+            last = i == len(self.decoder.layers) - 1
+            x, weights = layer(
+                x,
+                self_mask=causal,
+                memory=encoder.memory,
+                memory_mask=memory_mask,
+                need_weights=need_weights and last,
+            )
+        return self.logits(x), weights
+
+    def forward(self, src: Tensor, tgt_in: Tensor) -> Tensor:
+        """Training entry point: (B, S), (B, T) -> logits (B, T, V)."""
+        return self.decode(tgt_in, self.encode(src))[0]
+
+    # Incremental decoding protocol (see service.decoding.protocol).
+
+    def init_state(
+        self,
+        encoder: EncoderOutput,
+        max_len: int,
+        use_cache: bool = True,
+        need_alignment: bool = False,
+    ) -> TransformerState:
+        if not use_cache:
+            empty = encoder.mask.new_zeros((encoder.mask.shape[0], 0), dtype=torch.long)
+            return TransformerState(encoder, None, None, empty, 0, need_alignment)
+        batch = encoder.memory.shape[0]
+        heads = self.config.n_heads
+        head_dim = self.config.d_model // heads
+        cross = [layer.encoder_attn.project_kv(encoder.memory) for layer in self.decoder.layers]
+        caches = [
+            KVCache.empty(batch, heads, max_len, head_dim, encoder.memory)
+            for _ in self.decoder.layers
+        ]
+        return TransformerState(encoder, cross, caches, None, 0, need_alignment)
+
+    def step(self, tokens: Tensor, state: TransformerState) -> tuple[Tensor, Tensor | None]:
+        """Feed one token per row (B,); return next-token logits (B, V) and alignment (B, S).
+
+        Mutates `state` (appends to its caches); the caller owns it.
+        """
+        if state.self_attn is None:
+            state.prefix = torch.cat([state.prefix, tokens[:, None]], dim=1)
+            logits, weights = self.decode(state.prefix, state.encoder, state.need_alignment)
+            state.position += 1
+            return logits[:, -1], None if weights is None else weights[:, -1]
+
+        x = self.embed(tokens[:, None], start=state.position)  # (B, 1, C)
+        memory_mask = state.encoder.mask[:, None, None, :]
+        weights = None
+        for i, layer in enumerate(self.decoder.layers):
+            last = i == len(self.decoder.layers) - 1
+            x, weights = layer(
+                x,
+                self_mask=None,  # one query sees every cached position: causal by construction
+                cache=state.self_attn[i],
+                static_kv=state.cross_attn[i],
+                memory_mask=memory_mask,
+                need_weights=state.need_alignment and last,
+            )
+        state.position += 1
+        return self.logits(x[:, 0]), None if weights is None else weights[:, 0]
+
+    def reorder_state(self, state: TransformerState, index: Tensor) -> TransformerState:
+        return TransformerState(
+            encoder=state.encoder.reorder(index),
+            cross_attn=None
+            if state.cross_attn is None
+            else [kv.reorder(index) for kv in state.cross_attn],
+            self_attn=None
+            if state.self_attn is None
+            else [cache.reorder(index) for cache in state.self_attn],
+            prefix=None if state.prefix is None else state.prefix.index_select(0, index),
+            position=state.position,
+            need_alignment=state.need_alignment,
+        )

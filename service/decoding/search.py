@@ -27,6 +27,7 @@ class DecodeOptions:
     beam_size: int = 1
     n_best: int = 1
     max_length: int = 256  # generated tokens, EOS included
+    min_length: int = 0  # EOS is forbidden before this many tokens (benchmarks fix lengths)
     length_penalty: float = 1.0
     early_stopping: bool | Literal["never"] = False
     sampling: bool = False
@@ -44,6 +45,8 @@ class DecodeOptions:
             raise ValueError("n_best must be between 1 and beam_size")
         if self.max_length < 1:
             raise ValueError("max_length must be at least 1")
+        if not 0 <= self.min_length <= self.max_length:
+            raise ValueError("min_length must be between 0 and max_length")
         if self.sampling and self.beam_size > 1:
             raise ValueError("sampling and beam search are exclusive")
         if self.temperature <= 0:
@@ -64,9 +67,11 @@ def _source_lengths(model: Seq2SeqDecoder, src: Tensor) -> list[int]:
     return (src != model.config.pad_id).sum(1).tolist()
 
 
-def _log_probs(model: Seq2SeqDecoder, logits: Tensor) -> Tensor:
+def _log_probs(model: Seq2SeqDecoder, logits: Tensor, step: int, options: DecodeOptions) -> Tensor:
     log_probs = logits.float().log_softmax(-1)
     log_probs[:, model.config.pad_id] = float("-inf")  # padding is never a word
+    if step < options.min_length:
+        log_probs[:, model.config.eos_id] = float("-inf")
     return log_probs
 
 
@@ -121,9 +126,9 @@ def sample_or_greedy(
     scores = [0.0] * batch
     finished = [False] * batch
 
-    for _ in range(options.max_length):
+    for step in range(options.max_length):
         logits, attention = model.step(tokens, state)
-        log_probs = _log_probs(model, logits)
+        log_probs = _log_probs(model, logits, step, options)
         if options.sampling:
             tokens = _select_sample(log_probs, options, generator)
         else:
@@ -209,7 +214,8 @@ def beam_search(model: Seq2SeqDecoder, src: Tensor, options: DecodeOptions) -> l
             )  # (rows, t, S)
         n_live = len(live)
         vocab = logits.shape[-1]
-        log_probs = _log_probs(model, logits).view(n_live, k, vocab) + beam_scores[:, :, None]
+        log_probs = _log_probs(model, logits, step, options).view(n_live, k, vocab)
+        log_probs = log_probs + beam_scores[:, :, None]
         top_scores, top_ids = log_probs.view(n_live, k * vocab).topk(2 * k, dim=1)
         top_beams, top_tokens = top_ids // vocab, top_ids % vocab
 

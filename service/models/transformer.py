@@ -217,7 +217,7 @@ class Transformer(nn.Module):
     def decode(
         self, tgt_in: Tensor, encoder: EncoderOutput, need_weights: bool = False
     ) -> tuple[Tensor, Tensor | None]:
-        """Teacher-forced decoder over a whole prefix: (B, T) -> logits (B, T, V).
+        """Teacher-forced decoder over a whole prefix: (B, T) -> hidden states (B, T, C).
 
         Also returns the last layer's head-averaged cross-attention (B, T, S) when asked.
         """
@@ -235,11 +235,11 @@ class Transformer(nn.Module):
                 memory_mask=memory_mask,
                 need_weights=need_weights and last,
             )
-        return self.logits(x), weights
+        return x, weights
 
     def forward(self, src: Tensor, tgt_in: Tensor) -> Tensor:
         """Training entry point: (B, S), (B, T) -> logits (B, T, V)."""
-        return self.decode(tgt_in, self.encode(src))[0]
+        return self.logits(self.decode(tgt_in, self.encode(src))[0])
 
     # Incremental decoding protocol (see service.decoding.protocol).
 
@@ -270,9 +270,9 @@ class Transformer(nn.Module):
         """
         if state.self_attn is None:
             state.prefix = torch.cat([state.prefix, tokens[:, None]], dim=1)
-            logits, weights = self.decode(state.prefix, state.encoder, state.need_alignment)
+            hidden, weights = self.decode(state.prefix, state.encoder, state.need_alignment)
             state.position += 1
-            return logits[:, -1], None if weights is None else weights[:, -1]
+            return self.logits(hidden[:, -1]), None if weights is None else weights[:, -1]
 
         x = self.embed(tokens[:, None], start=state.position)  # (B, 1, C)
         memory_mask = state.encoder.mask[:, None, None, :]

@@ -1,0 +1,18 @@
+"""The command line: `python -m service ...`."""
+
+import typer
+
+from service.bench.cli import bench_app
+from service.store.cli import import_marian_command, models_app
+from service.training.cli import eval_command, train_command, translate_command
+
+app = typer.Typer(no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+app.add_typer(models_app, name="models")
+app.command("import-marian")(import_marian_command)
+app.command("train")(train_command)
+app.command("eval")(eval_command)
+app.command("translate")(translate_command)
+
+if __name__ == "__main__":
+    app()

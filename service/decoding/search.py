@@ -90,16 +90,22 @@ def generate(model: Seq2SeqDecoder, src: Tensor, options: DecodeOptions) -> list
     return [[h] for h in sample_or_greedy(model, src, options)]
 
 
-def _select_sample(log_probs: Tensor, options: DecodeOptions, generator) -> Tensor:
-    """Temperature, then top-k, then nucleus (top-p) filtering; one draw per row."""
-    logits = log_probs / options.temperature
-    if options.top_k > 0:
-        kth = logits.topk(min(options.top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+def sample_next(
+    log_probs: Tensor,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Temperature, then top-k, then nucleus (top-p) filtering; one draw per row (B, V) -> (B,)."""
+    logits = log_probs / temperature
+    if top_k > 0:
+        kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
-    if options.top_p < 1.0:
+    if top_p < 1.0:
         sorted_logits, order = logits.sort(dim=-1, descending=True)
-        cumulative = sorted_logits.softmax(-1).cumsum(-1)
-        drop_sorted = cumulative - sorted_logits.softmax(-1) >= options.top_p  # keep the first
+        probs = sorted_logits.softmax(-1)
+        drop_sorted = probs.cumsum(-1) - probs >= top_p  # the top token always stays
         drop = drop_sorted.scatter(1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
     return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(1)
@@ -130,7 +136,9 @@ def sample_or_greedy(
         logits, attention = model.step(tokens, state)
         log_probs = _log_probs(model, logits, step, options)
         if options.sampling:
-            tokens = _select_sample(log_probs, options, generator)
+            tokens = sample_next(
+                log_probs, options.temperature, options.top_k, options.top_p, generator
+            )
         else:
             tokens = log_probs.argmax(-1)
         token_scores = log_probs.gather(1, tokens[:, None]).squeeze(1)

@@ -7,12 +7,14 @@ from typing import Any
 
 from torch import nn
 
+from service.models.lm import LanguageModel, LMConfig
 from service.models.rnnsearch import RNNSearch, RNNSearchConfig
 from service.models.transformer import Transformer, TransformerConfig
 
 ARCHITECTURES: dict[str, tuple[type, type[nn.Module]]] = {
     "transformer": (TransformerConfig, Transformer),
     "rnnsearch": (RNNSearchConfig, RNNSearch),
+    "lm": (LMConfig, LanguageModel),
 }
 
 

@@ -6,7 +6,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install serve test test-fast bench lint loadtest clean
+# Debian packages the integration tests drive: a real Prometheus server, and docker-compose to
+# validate the compose file (no Docker engine needed for `config`).
+SYSTEM_TOOLS := prometheus docker-compose
+
+.PHONY: install system-deps serve test test-fast bench lint loadtest clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,13 +20,23 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+system-deps:
+	@missing=""; for tool in $(SYSTEM_TOOLS); do \
+		command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "installing Debian packages:$$missing"; \
+			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+		else echo "missing:$$missing - install them (apt-get install$$missing)"; exit 1; fi; \
+	fi
+
 serve: install
 	$(PY) -m service serve
 
-test: install
+test: install system-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-fast: install
+test-fast: install system-deps
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 bench: install

@@ -6,9 +6,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-# Debian packages the integration tests drive: a real Prometheus server, and docker-compose to
-# validate the compose file (no Docker engine needed for `config`).
-SYSTEM_TOOLS := prometheus docker-compose
+# Debian packages the tests drive: a real Prometheus server, docker-compose to validate the
+# compose file (no Docker engine needed for `config`), and the SWORD tools and Bible modules the
+# corpus is regenerated from.
+SYSTEM_PACKAGES := prometheus docker-compose libsword-utils sword-text-sparv sword-text-web
 
 .PHONY: install system-deps serve test test-fast bench lint loadtest clean
 
@@ -21,8 +22,9 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 system-deps:
-	@missing=""; for tool in $(SYSTEM_TOOLS); do \
-		command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
+	@missing=""; for package in $(SYSTEM_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$package 2>/dev/null | grep -q "ok installed" \
+			|| missing="$$missing $$package"; done; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ]; then \
 			echo "installing Debian packages:$$missing"; \

@@ -318,7 +318,6 @@ def test_shipped_pairs_are_aligned_where_the_spanish_numbering_differs(shipped):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("mod2imp") is None, reason="needs libsword-utils and modules")
 def test_prepare_regenerates_the_shipped_files_byte_for_byte(tmp_path):
     stats = prepare_corpus(tmp_path)
 

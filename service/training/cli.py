@@ -1,0 +1,200 @@
+"""`python -m service train | eval | translate`.
+
+Registered by `service/__main__.py`; torch and the models load when a command runs, not on
+`--help`.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+DEFAULT_ROOT = Path("model_store")
+
+RootOption = Annotated[Path, typer.Option("--root", help="Model store directory.")]
+ModelOption = Annotated[
+    str,
+    typer.Option("--model", help="Model id in the store: 'transformer' or 'es-en/transformer'."),
+]
+VersionOption = Annotated[
+    int | None, typer.Option("--version", help="Model version; default: the newest.")
+]
+
+
+def _command_line() -> str:
+    return "python -m service " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def train_command(
+    arch: Annotated[str, typer.Option(help="transformer or rnnsearch.")] = "transformer",
+    preset: Annotated[str, typer.Option(help="Model size preset: tiny or small.")] = "small",
+    max_minutes: Annotated[float, typer.Option(help="Training wall-clock budget; 0: none.")] = 0.0,
+    max_epochs: Annotated[int, typer.Option(help="Epoch limit.")] = 50,
+    max_steps: Annotated[int, typer.Option(help="Update limit; 0: none.")] = 0,
+    max_tokens: Annotated[int, typer.Option(help="Padded tokens per batch.")] = 4096,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 7e-4,
+    warmup_steps: Annotated[int, typer.Option(help="Linear warmup steps.")] = 1000,
+    label_smoothing: Annotated[float, typer.Option(help="Label smoothing.")] = 0.1,
+    clip_norm: Annotated[float, typer.Option(help="Gradient norm clip; 0: off.")] = 1.0,
+    dropout: Annotated[float | None, typer.Option(help="Override the preset's dropout.")] = None,
+    eval_every: Annotated[int, typer.Option(help="Steps between validations/checkpoints.")] = 500,
+    patience: Annotated[int, typer.Option(help="Validations without improvement; 0: off.")] = 0,
+    log_every: Annotated[int, typer.Option(help="Steps between log lines.")] = 50,
+    valid_limit: Annotated[int, typer.Option(help="Validate on the first N pairs; 0: all.")] = 0,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 1,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
+    threads: Annotated[int, typer.Option(help="Torch threads; 0: torch default.")] = 0,
+    out: Annotated[Path | None, typer.Option(help="Run directory; default runs/<arch>.")] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from <out>/last.json.")
+    ] = False,
+    test_beam_size: Annotated[int, typer.Option(help="Beam size of the final test eval.")] = 4,
+    test_limit: Annotated[
+        int, typer.Option(help="Final eval on the first N test pairs; 0: all.")
+    ] = 0,
+    no_eval: Annotated[bool, typer.Option("--no-eval", help="Skip the final test eval.")] = False,
+    no_save: Annotated[bool, typer.Option("--no-save", help="Do not save into the store.")] = False,
+    model_id: Annotated[str | None, typer.Option(help="Store id; default es-en/<arch>.")] = None,
+    version: Annotated[int | None, typer.Option(help="Store version; default: next free.")] = None,
+    root: Annotated[Path | None, typer.Option("--root", help="Model store directory.")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Corpus directory (train/valid/test.tsv.gz, spm.model).")
+    ] = None,
+) -> None:
+    """Train a translation model, evaluate the best checkpoint on test, save it to the store."""
+    from service.training.trainer import TrainConfig, Trainer
+
+    config = TrainConfig(
+        arch=arch,
+        preset=preset,
+        max_tokens=max_tokens,
+        lr=lr,
+        warmup_steps=warmup_steps,
+        label_smoothing=label_smoothing,
+        clip_norm=clip_norm,
+        dropout=dropout,
+        max_epochs=max_epochs,
+        max_steps=max_steps,
+        max_minutes=max_minutes,
+        eval_every=eval_every,
+        patience=patience,
+        log_every=log_every,
+        valid_limit=valid_limit,
+        seed=seed,
+        device=device,
+        threads=threads,
+        out=str(out or Path("runs") / arch),
+        resume=resume,
+        test_beam_size=test_beam_size,
+        test_limit=test_limit,
+        evaluate_test=not no_eval,
+        save=not no_save,
+        model_id=model_id,
+        version=version,
+        store_root=str(root) if root else None,
+        data_dir=str(data_dir) if data_dir else None,
+    )
+    result = Trainer(config, command=_command_line()).run()
+    summary = {
+        "out": str(result.out),
+        "steps": result.steps,
+        "best_step": result.best_step,
+        "best_valid_loss": result.best_valid_loss,
+        "stopped_because": result.stopped_because,
+        "bleu": result.metrics.get("bleu"),
+        "chrf": result.metrics.get("chrf"),
+        "saved": None
+        if result.manifest is None
+        else {"id": result.manifest.id, "version": result.manifest.version},
+    }
+    typer.echo(json.dumps(summary, indent=2))
+
+
+def _load(model: str, version: int | None, root: Path, device: str):
+    from service.store import ModelStore
+    from service.training.trainer import resolve_device
+
+    return ModelStore(root).load(model, version, device=resolve_device(device))
+
+
+def eval_command(
+    model: ModelOption = "transformer",
+    version: VersionOption = None,
+    split: Annotated[str, typer.Option(help="train, valid or test.")] = "test",
+    beam_size: Annotated[int, typer.Option(help="Beam size; 1 is greedy.")] = 4,
+    limit: Annotated[int, typer.Option(help="First N pairs only; 0: all.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full result as JSON.")] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
+    threads: Annotated[int, typer.Option(help="Torch threads; 0: torch default.")] = 0,
+    root: RootOption = DEFAULT_ROOT,
+    data_dir: Annotated[Path | None, typer.Option(help="Corpus directory.")] = None,
+) -> None:
+    """BLEU / chrF (sacrebleu), BLEU by source length, and decode speed of a stored model."""
+    import torch
+
+    from service.decoding.search import DecodeOptions
+    from service.decoding.translator import Translator
+    from service.text.corpus import load_split
+    from service.training.evaluate import evaluate
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+    loaded = _load(model, version, root, device)
+    pairs = load_split(split, data_dir) if data_dir else load_split(split)
+    if limit:
+        pairs = pairs[:limit]
+    result = evaluate(
+        Translator(loaded.model, loaded.tokenizer),
+        pairs,
+        DecodeOptions(beam_size=beam_size),
+        progress=sys.stderr.isatty(),
+    )
+    result = {
+        "model": loaded.manifest.id,
+        "version": loaded.manifest.version,
+        "split": split,
+        **result,
+    }
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, ensure_ascii=False))
+        return
+    typer.echo(
+        f"{result['model']} v{result['version']} on {split} ({result['sentences']} sentences, "
+        f"beam {beam_size}): BLEU {result['bleu']:.2f}  chrF {result['chrf']:.2f}"
+    )
+    typer.echo(f"  {result['bleu_signature']}\n  {result['chrf_signature']}")
+    for bucket in result["buckets"]:
+        bleu = "-" if bucket["bleu"] is None else f"{bucket['bleu']:.2f}"
+        typer.echo(
+            f"  source words {bucket['bucket']:>6}: {bucket['count']:5d} sentences  BLEU {bleu}"
+        )
+    speed = result["speed"]
+    typer.echo(
+        f"  {speed['sentences_per_s']:.1f} sentences/s, {speed['target_tokens_per_s']:.0f} "
+        f"target tokens/s, {speed['wall_s']:.1f} s"
+    )
+
+
+def translate_command(
+    texts: Annotated[list[str], typer.Argument(help="Spanish sentences to translate.")],
+    model: ModelOption = "transformer",
+    version: VersionOption = None,
+    beam_size: Annotated[int, typer.Option(help="Beam size; 1 is greedy.")] = 4,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
+    root: RootOption = DEFAULT_ROOT,
+) -> None:
+    """Translate the given sentences with a stored model; one line out per input."""
+    from service.decoding.search import DecodeOptions
+    from service.decoding.translator import Translator
+
+    loaded = _load(model, version, root, device)
+    translations = Translator(loaded.model, loaded.tokenizer).translate(
+        list(texts), DecodeOptions(beam_size=beam_size)
+    )
+    for translation in translations:
+        typer.echo(translation.best.text)

@@ -1,0 +1,8 @@
+import pytest
+
+from .helpers import WordTokenizer
+
+
+@pytest.fixture
+def tokenizer():
+    return WordTokenizer()

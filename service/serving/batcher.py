@@ -1,0 +1,104 @@
+"""The batcher: one decode batch made of texts from many requests.
+
+Each text of each request is one `BatchItem`; Serve's `@serve.batch` collects the items that
+arrive within the batching window, and `decode_batch` turns them into as few
+`Translator.translate` calls as their decode options allow (items with identical options share
+one call; the translator then sorts by length and splits by its token budget). Queue time
+(enqueue -> call start), compute time and the batch size are recorded per item.
+
+A text that makes a shared call fail is isolated by retrying the group one text at a time, so
+one bad input cannot fail the requests it happened to be batched with.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from dataclasses import dataclass, field
+
+from service.api.backend import ItemOutcome
+from service.decoding.search import DecodeOptions
+from service.decoding.translator import BatchStats, Translation, Translator
+
+logger = logging.getLogger("service.serving")
+
+
+@dataclass
+class BatchItem:
+    text: str
+    options: DecodeOptions
+    enqueued: float = field(default_factory=time.perf_counter)
+    cancelled: bool = False  # its request gave up (timeout, disconnect): skip if not started
+
+
+@dataclass
+class BatchReport:
+    """What one `decode_batch` did, for metrics: one entry per translate call."""
+
+    call_sizes: list[int] = field(default_factory=list)
+    call_seconds: list[float] = field(default_factory=list)
+    queue_seconds: list[float] = field(default_factory=list)
+    failed: int = 0
+    stats: BatchStats = field(default_factory=BatchStats)
+
+
+_call_ids = itertools.count(1)
+
+
+def _translate_one_by_one(
+    translator: Translator, texts: list[str], options: DecodeOptions, stats: BatchStats
+) -> list[tuple[Translation | None, str | None]]:
+    results: list[tuple[Translation | None, str | None]] = []
+    for text in texts:
+        try:
+            results.append((translator.translate([text], options, stats)[0], None))
+        except Exception as error:
+            logger.exception("decoding failed for one text (%d chars)", len(text))
+            results.append((None, f"{type(error).__name__}: {error}"))
+    return results
+
+
+def decode_batch(
+    translator: Translator, items: list[BatchItem], report: BatchReport | None = None
+) -> list[ItemOutcome]:
+    """Translate a batch of items; the outcome list matches `items` one to one."""
+    report = report if report is not None else BatchReport()
+    groups: dict[DecodeOptions, list[int]] = {}
+    for index, item in enumerate(items):
+        groups.setdefault(item.options, []).append(index)
+
+    outcomes: list[ItemOutcome | None] = [None] * len(items)
+    for options, indices in groups.items():
+        live = [i for i in indices if not items[i].cancelled]
+        for i in indices:
+            if items[i].cancelled:
+                outcomes[i] = ItemOutcome(None, 0.0, 0.0, 0, error="cancelled")
+        if not live:
+            continue
+        call_id = next(_call_ids)
+        started = time.perf_counter()
+        texts = [items[i].text for i in live]
+        try:
+            results = [(t, None) for t in translator.translate(texts, options, report.stats)]
+            size = len(live)
+        except Exception:
+            logger.exception("decode call for %d texts failed; retrying one by one", len(live))
+            results = _translate_one_by_one(translator, texts, options, report.stats)
+            size = 1
+        seconds = time.perf_counter() - started
+        report.call_sizes.append(len(live))
+        report.call_seconds.append(seconds)
+        for i, (translation, error) in zip(live, results, strict=True):
+            queued = started - items[i].enqueued
+            report.queue_seconds.append(queued)
+            report.failed += error is not None
+            outcomes[i] = ItemOutcome(
+                translation=translation,
+                queue_s=queued,
+                compute_s=seconds,
+                batch_size=size,
+                batch_id=call_id,
+                error=error,
+            )
+    return outcomes  # type: ignore[return-value]

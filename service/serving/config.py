@@ -1,0 +1,82 @@
+"""Typed arguments of the Serve application: what `args:` in deploy/serve_config.yaml may say.
+
+Ray-level knobs (CPUs, GPUs, replicas, queue bounds, batching `user_config`) belong to the
+`deployments:` section of the same file, where Serve applies them; everything the application
+itself needs to know lives here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.api.schemas import ApiSettings
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class ModelArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(description="Store id (`es-en/transformer`) or short name (`transformer`).")
+    version: int | None = Field(None, ge=1, description="None serves the newest version.")
+    deployment: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="Deployment name; default `<src>-<tgt>-<name>`, e.g. `es-en-transformer`.",
+    )
+    max_batch_tokens: int = Field(
+        8192, ge=16, description="Padded (rows x tokens) budget of one decode call."
+    )
+    max_source_tokens: int = Field(256, ge=2, description="Longer inputs are truncated.")
+
+
+class RuntimeArgs(BaseModel):
+    """Where and how the models run, per replica."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # auto: bfloat16 on GPUs that support it, else float16; float32 on CPU.
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    # One intra-op thread per replica: replicas share few cores, and oversubscription makes
+    # every batch slower.
+    torch_threads: int = Field(1, ge=1, le=256)
+
+
+class BatchingConfig(BaseModel):
+    """The live part of a model deployment (`user_config`), applied by `reconfigure`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_batch_size: int = Field(32, ge=1, le=4096, description="Most texts per decode batch.")
+    batch_wait_timeout_s: float = Field(
+        0.01, ge=0, le=10, description="How long a batch waits to fill up."
+    )
+
+
+DEFAULT_MODELS = [ModelArgs(id="es-en/transformer"), ModelArgs(id="es-en/rnnsearch")]
+
+
+class AppArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    store: str = Field(
+        "model_store",
+        description="Model store root; a relative path is taken from the working directory "
+        "if it exists there, else from the repository root.",
+    )
+    models: list[ModelArgs] = Field(default_factory=lambda: list(DEFAULT_MODELS), min_length=1)
+    default_model: str = Field("transformer", description="Answers requests naming no model.")
+    runtime: RuntimeArgs = Field(default_factory=RuntimeArgs)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+
+    def store_path(self) -> Path:
+        path = Path(self.store).expanduser()
+        if path.is_absolute():
+            return path
+        if (Path.cwd() / path).is_dir():
+            return (Path.cwd() / path).resolve()
+        return REPO_ROOT / path

@@ -1,0 +1,232 @@
+"""Ray Serve deployments: one per served model, and the HTTP ingress in front of them.
+
+Both stay thin. `TranslatorDeployment` loads a verified model from the store in `__init__` and
+hands batches to the library's `Translator`; `Ingress` carries the FastAPI app from
+`service.api.routes` and turns Ray's transport errors into API errors (503, 504).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from ray import serve
+from ray.exceptions import RayActorError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+
+from service.api.backend import JobResult, ModelStatus, TranslationJob
+from service.api.catalog import Catalog, ServedModel
+from service.api.errors import ApiError, overloaded
+from service.api.routes import create_app
+from service.api.schemas import ApiSettings
+from service.decoding.translator import Translator
+from service.serving.batcher import BatchItem, BatchReport, decode_batch
+from service.serving.config import BatchingConfig, RuntimeArgs
+
+logger = logging.getLogger("ray.serve")
+
+STATUS_TIMEOUT_S = 2.0
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    """Exactly which model a `TranslatorDeployment` replica loads, and how."""
+
+    store: str
+    model_id: str
+    version: int
+    runtime: RuntimeArgs
+    max_batch_tokens: int = 8192
+    max_source_tokens: int = 256
+
+
+def pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("runtime.device is 'cuda' but this replica sees no GPU; set num_gpus")
+    return torch.device(device)
+
+
+def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        if device.type != "cuda":
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return getattr(torch, dtype)
+
+
+@serve.deployment(
+    ray_actor_options={"num_cpus": 0.5, "num_gpus": 0},
+    max_ongoing_requests=32,
+    max_queued_requests=64,
+    user_config=BatchingConfig().model_dump(),
+)
+class TranslatorDeployment:
+    def __init__(self, spec: LoadSpec):
+        from service.store import ModelStore
+
+        torch.set_num_threads(spec.runtime.torch_threads)
+        self.device = pick_device(spec.runtime.device)
+        self.dtype = pick_dtype(spec.runtime.dtype, self.device)
+        loaded = ModelStore(spec.store).load(
+            spec.model_id, spec.version, device=self.device, dtype=self.dtype
+        )
+        self.manifest = loaded.manifest
+        self.translator = Translator(
+            loaded.model,
+            loaded.tokenizer,
+            max_batch_tokens=spec.max_batch_tokens,
+            max_source_tokens=spec.max_source_tokens,
+        )
+        self.batching = BatchingConfig()
+        self.decode_calls = 0
+        self.texts_decoded = 0
+        self.largest_call = 0
+        self.metrics = None
+        try:
+            from service.metrics import ServingMetrics
+
+            self.metrics = ServingMetrics(self.manifest.id, self.manifest.version)
+        except Exception:  # metrics are an aid; a replica must not fail for want of them
+            logger.warning("metrics unavailable for %s", self.manifest.id, exc_info=True)
+        logger.info(
+            "loaded %s v%d on %s (%s)",
+            self.manifest.id,
+            self.manifest.version,
+            self.device,
+            self.dtype,
+        )
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Live batching settings from `user_config`; invalid values fail the update loudly."""
+        self.batching = BatchingConfig.model_validate(user_config or {})
+        self._decode.set_max_batch_size(self.batching.max_batch_size)
+        self._decode.set_batch_wait_timeout_s(self.batching.batch_wait_timeout_s)
+
+    async def translate(self, job: TranslationJob) -> JobResult:
+        """Fan the job's texts into the batch queue; they may share batches with other jobs."""
+        received = time.perf_counter()
+        items = [BatchItem(text, job.options) for text in job.texts]
+        try:
+            outcomes = await asyncio.gather(*(self._decode(item) for item in items))
+        except asyncio.CancelledError:
+            for item in items:
+                item.cancelled = True
+            raise
+        return JobResult(
+            items=list(outcomes),
+            model_id=self.manifest.id,
+            version=self.manifest.version,
+            wall_s=time.perf_counter() - received,
+        )
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
+    async def _decode(self, items: list[BatchItem]):
+        # In a worker thread, so the event loop keeps accepting (and batching) new requests
+        # while this batch computes.
+        report = BatchReport()
+        outcomes = await asyncio.to_thread(decode_batch, self.translator, items, report)
+        self.decode_calls += len(report.call_sizes)
+        self.texts_decoded += sum(report.call_sizes)
+        self.largest_call = max([self.largest_call, *report.call_sizes])
+        self._record(report)
+        return outcomes
+
+    def _record(self, report: BatchReport) -> None:
+        if self.metrics is None:
+            return
+        try:
+            for size, seconds in zip(report.call_sizes, report.call_seconds, strict=True):
+                self.metrics.record_call(size, seconds)
+            for seconds in report.queue_seconds:
+                self.metrics.record_queue(seconds)
+            self.metrics.record_failures(report.failed)
+        except Exception:  # never fail a request over a metric
+            logger.warning("recording metrics failed", exc_info=True)
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "device": str(self.device),
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "max_batch_size": self.batching.max_batch_size,
+            "batch_wait_timeout_s": self.batching.batch_wait_timeout_s,
+            "max_batch_tokens": self.translator.max_batch_tokens,
+            "decode_calls": self.decode_calls,
+            "texts_decoded": self.texts_decoded,
+            "largest_batch": self.largest_call,
+        }
+
+
+async def _resolved(response) -> Any:
+    return await response
+
+
+# When the ingress itself is full, Serve's proxy answers 503 (plain text) with this Retry-After.
+@serve.deployment(
+    ray_actor_options={"num_cpus": 0.25, "num_gpus": 0},
+    max_ongoing_requests=256,
+    max_queued_requests=512,
+    backpressure_config={"retry_after_s": 1},
+)
+@serve.ingress()
+class Ingress:
+    """The HTTP front: routes requests to model deployments by `ServedModel.key`."""
+
+    def __init__(
+        self,
+        settings: ApiSettings,
+        models: list[ServedModel],
+        handles: dict[str, Any],  # DeploymentHandle per ServedModel.key
+    ):
+        self.settings = settings
+        self.catalog = Catalog(models)
+        self.handles = handles
+
+    def __serve_build_asgi_app__(self):
+        return create_app(self.settings, self, behind_serve_proxy=True)
+
+    async def translate(self, model: ServedModel, job: TranslationJob) -> JobResult:
+        response = None
+        try:
+            response = self.handles[model.key].translate.remote(job)
+            return await asyncio.wait_for(_resolved(response), self.settings.request_timeout_s)
+        except asyncio.TimeoutError:
+            if response is not None:
+                response.cancel()
+            raise ApiError(
+                504,
+                "timeout",
+                f"translation did not finish within {self.settings.request_timeout_s:g} s; "
+                "send fewer or shorter texts, or a smaller beam_size or max_length",
+            ) from None
+        except BackPressureError:
+            raise overloaded(
+                f"model {model.id} is at capacity; retry shortly", self.settings.retry_after_s
+            ) from None
+        except (DeploymentUnavailableError, RayActorError):
+            logger.warning("model %s unavailable", model.label, exc_info=True)
+            raise ApiError(
+                503,
+                "model_unavailable",
+                f"model {model.id} is not available right now; retry shortly",
+                headers={"Retry-After": str(self.settings.retry_after_s)},
+            ) from None
+
+    async def status(self) -> dict[str, ModelStatus]:
+        async def one(model: ServedModel) -> tuple[str, ModelStatus]:
+            try:
+                info = await asyncio.wait_for(
+                    _resolved(self.handles[model.key].info.remote()), STATUS_TIMEOUT_S
+                )
+                return model.key, ModelStatus(ready=True, serving=info)
+            except BackPressureError:  # loaded, merely full
+                return model.key, ModelStatus(ready=True, serving={"busy": True})
+            except Exception:
+                return model.key, ModelStatus(ready=False)
+
+        return dict(await asyncio.gather(*(one(m) for m in self.catalog.models)))

@@ -1,0 +1,94 @@
+"""The batcher and the model deployment's own logic, in-process: no Ray cluster."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from service.api.backend import JobResult
+from service.decoding.search import DecodeOptions
+from service.decoding.translator import Translator
+from service.serving.batcher import BatchItem, BatchReport, decode_batch
+from service.serving.config import RuntimeArgs
+from service.serving.deployments import LoadSpec, TranslatorDeployment
+
+GREEDY = DecodeOptions(beam_size=1, max_length=6)
+BEAM = DecodeOptions(beam_size=2, n_best=2, max_length=6)
+
+
+@pytest.fixture(scope="module")
+def deployment(tiny_model_store):
+    """The deployment class itself, constructed directly (as a replica would)."""
+    spec = LoadSpec(str(tiny_model_store), "es-en/transformer", 1, RuntimeArgs(device="cpu"))
+    return TranslatorDeployment.func_or_class(spec)
+
+
+@pytest.fixture(scope="module")
+def translator(deployment) -> Translator:
+    return deployment.translator
+
+
+def test_groups_by_options_and_matches_direct_calls(translator):
+    texts = ["la casa", "el rey dijo que la luz era buena", "pan", "la casa"]
+    options = [GREEDY, BEAM, GREEDY, BEAM]
+    report = BatchReport()
+    outcomes = decode_batch(
+        translator, [BatchItem(t, o) for t, o in zip(texts, options, strict=True)], report
+    )
+    assert sorted(report.call_sizes) == [2, 2]
+    assert [o.batch_size for o in outcomes] == [2, 2, 2, 2]
+    assert outcomes[0].batch_id == outcomes[2].batch_id != outcomes[1].batch_id
+    for text, option, outcome in zip(texts, options, outcomes, strict=True):
+        alone = translator.translate([text], option)[0]
+        assert [c.text for c in outcome.translation.candidates] == [
+            c.text for c in alone.candidates
+        ]
+        assert outcome.translation.best.score == pytest.approx(alone.best.score, abs=1e-4)
+        assert outcome.queue_s >= 0 and outcome.compute_s > 0 and outcome.error is None
+
+
+def test_a_failing_text_does_not_fail_its_batch(translator):
+    class Picky:
+        """Fails any call that includes the poisoned text, like a tokenizer bug would."""
+
+        def translate(self, texts, options, stats=None):
+            if "poison" in texts:
+                raise RuntimeError("cannot decode")
+            return translator.translate(texts, options, stats)
+
+    items = [BatchItem("la casa", GREEDY), BatchItem("poison", GREEDY), BatchItem("pan", GREEDY)]
+    report = BatchReport()
+    outcomes = decode_batch(Picky(), items, report)
+    assert outcomes[1].translation is None and "cannot decode" in outcomes[1].error
+    assert outcomes[0].translation is not None and outcomes[2].translation is not None
+    assert report.failed == 1
+
+
+def test_cancelled_items_are_skipped(translator):
+    items = [BatchItem("la casa", GREEDY), BatchItem("pan", GREEDY)]
+    items[0].cancelled = True
+    report = BatchReport()
+    outcomes = decode_batch(translator, items, report)
+    assert outcomes[0].error == "cancelled" and outcomes[1].translation is not None
+    assert report.call_sizes == [1]
+
+
+def test_job_result_counts_each_call_once(translator):
+    items = [BatchItem(t, GREEDY) for t in ("a", "b", "c")]
+    outcomes = decode_batch(translator, items)
+    result = JobResult(outcomes, "es-en/transformer", 1, wall_s=outcomes[0].compute_s + 0.5)
+    assert result.compute_s == pytest.approx(outcomes[0].compute_s)
+    assert result.queue_s == pytest.approx(0.5)
+
+
+def test_reconfigure_sets_live_batching(deployment):
+    deployment.reconfigure({"max_batch_size": 5, "batch_wait_timeout_s": 0.25})
+    info = deployment.info()
+    assert (info["max_batch_size"], info["batch_wait_timeout_s"]) == (5, 0.25)
+    assert deployment._decode._get_max_batch_size() == 5
+    assert deployment._decode._get_batch_wait_timeout_s() == 0.25
+    assert (info["device"], info["dtype"]) == ("cpu", "float32")
+    with pytest.raises(ValidationError):
+        deployment.reconfigure({"max_batch_size": 0})
+    with pytest.raises(ValidationError):
+        deployment.reconfigure({"max_batch_size": 4, "typo": 1})

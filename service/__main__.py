@@ -7,7 +7,12 @@ from service.compare.cli import compare_command
 from service.serving.cli import serve_command
 from service.store.cli import import_marian_command, models_app
 from service.text.cli import data_app
-from service.training.cli import eval_command, train_command, translate_command
+from service.training.cli import (
+    eval_command,
+    generate_command,
+    train_command,
+    translate_command,
+)
 
 app = typer.Typer(no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
@@ -17,6 +22,7 @@ app.command("import-marian")(import_marian_command)
 app.command("train")(train_command)
 app.command("eval")(eval_command)
 app.command("translate")(translate_command)
+app.command("generate")(generate_command)
 app.command("compare")(compare_command)
 app.command("serve")(serve_command)
 

@@ -57,6 +57,7 @@ class _Sequence:
     prompt_ids: list[int]
     params: SamplingParams
     generator: torch.Generator | None
+    prompt_text: str = ""  # the prompt as the tokenizer decodes it
     generated: list[int] = field(default_factory=list)
     emitted_text: str = ""
     arrived: float = field(default_factory=time.perf_counter)
@@ -92,7 +93,8 @@ class GenerationEngine:
         if params.temperature > 0:
             generator = torch.Generator(device=self.device)
             generator.manual_seed(params.seed if params.seed is not None else torch.seed())
-        self.waiting.append(_Sequence(request_id, prompt_ids, params, generator))
+        prompt_text = self.tokenizer.decode(prompt_ids)
+        self.waiting.append(_Sequence(request_id, prompt_ids, params, generator, prompt_text))
         return len(prompt_ids)
 
     def cancel(self, request_id: str) -> bool:
@@ -163,7 +165,7 @@ class GenerationEngine:
             finish_reason = "stop"
         else:
             sequence.generated.append(token)
-        text = self.tokenizer.decode(sequence.generated)
+        text = self._completion(sequence)
         for stop in sequence.params.stop:
             cut = text.find(stop)
             if cut >= 0:
@@ -184,6 +186,18 @@ class GenerationEngine:
             prompt_tokens=len(sequence.prompt_ids),
             completion_tokens=len(sequence.generated),
         )
+
+    def _completion(self, sequence: _Sequence) -> str:
+        """The text the generated tokens add after the prompt.
+
+        Decoded together with the prompt: SentencePiece drops the space a word-initial piece
+        ("▁God") carries at the start of a text, so decoding the new tokens alone would glue
+        the first word to the prompt ("In the beginningGod").
+        """
+        joined = self.tokenizer.decode(sequence.prompt_ids + sequence.generated)
+        if joined.startswith(sequence.prompt_text):
+            return joined[len(sequence.prompt_text) :]
+        return self.tokenizer.decode(sequence.generated)
 
     def _retire(self, rows: list[int]):
         if not rows:

@@ -1,4 +1,4 @@
-"""`python -m service train | eval | translate`.
+"""`python -m service train | eval | translate | generate`.
 
 Registered by `service/__main__.py`; torch and the models load when a command runs, not on
 `--help`.
@@ -31,7 +31,7 @@ def _command_line() -> str:
 
 
 def train_command(
-    arch: Annotated[str, typer.Option(help="transformer or rnnsearch.")] = "transformer",
+    arch: Annotated[str, typer.Option(help="transformer, rnnsearch or lm.")] = "transformer",
     preset: Annotated[str, typer.Option(help="Model size preset: tiny or small.")] = "small",
     max_minutes: Annotated[float, typer.Option(help="Training wall-clock budget; 0: none.")] = 0.0,
     max_epochs: Annotated[int, typer.Option(help="Epoch limit.")] = 50,
@@ -39,9 +39,14 @@ def train_command(
     max_tokens: Annotated[int, typer.Option(help="Padded tokens per batch.")] = 4096,
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 7e-4,
     warmup_steps: Annotated[int, typer.Option(help="Linear warmup steps.")] = 1000,
-    label_smoothing: Annotated[float, typer.Option(help="Label smoothing.")] = 0.1,
+    label_smoothing: Annotated[
+        float | None, typer.Option(help="Label smoothing; default 0.1, for lm 0.")
+    ] = None,
     clip_norm: Annotated[float, typer.Option(help="Gradient norm clip; 0: off.")] = 1.0,
     dropout: Annotated[float | None, typer.Option(help="Override the preset's dropout.")] = None,
+    pack_tokens: Annotated[
+        int, typer.Option(help="lm: pack verses into rows of at most N inputs; 0: one per row.")
+    ] = 128,
     eval_every: Annotated[int, typer.Option(help="Steps between validations/checkpoints.")] = 500,
     patience: Annotated[int, typer.Option(help="Validations without improvement; 0: off.")] = 0,
     log_every: Annotated[int, typer.Option(help="Steps between log lines.")] = 50,
@@ -66,7 +71,7 @@ def train_command(
         Path | None, typer.Option(help="Corpus directory (train/valid/test.tsv.gz, spm.model).")
     ] = None,
 ) -> None:
-    """Train a translation model, evaluate the best checkpoint on test, save it to the store."""
+    """Train a translator or the language model, test the best checkpoint, save it to the store."""
     from service.training.trainer import TrainConfig, Trainer
 
     config = TrainConfig(
@@ -78,6 +83,7 @@ def train_command(
         label_smoothing=label_smoothing,
         clip_norm=clip_norm,
         dropout=dropout,
+        pack_tokens=pack_tokens,
         max_epochs=max_epochs,
         max_steps=max_steps,
         max_minutes=max_minutes,
@@ -108,6 +114,7 @@ def train_command(
         "stopped_because": result.stopped_because,
         "bleu": result.metrics.get("bleu"),
         "chrf": result.metrics.get("chrf"),
+        "test_perplexity": result.metrics.get("test_perplexity"),
         "saved": None
         if result.manifest is None
         else {"id": result.manifest.id, "version": result.manifest.version},
@@ -198,3 +205,61 @@ def translate_command(
     )
     for translation in translations:
         typer.echo(translation.best.text)
+
+
+def generate_command(
+    prompt: Annotated[str, typer.Argument(help="Text to continue.")],
+    model: Annotated[str, typer.Option("--model", help="Language model id in the store.")] = "lm",
+    version: VersionOption = None,
+    max_new_tokens: Annotated[int, typer.Option(help="Most tokens to generate.")] = 40,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature; 0: greedy.")] = 0.8,
+    top_k: Annotated[int, typer.Option(help="Sample from the k likeliest tokens; 0: all.")] = 0,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 0.95,
+    seed: Annotated[int | None, typer.Option(help="Sampling seed; default: random.")] = None,
+    stop: Annotated[
+        list[str] | None, typer.Option("--stop", help="Stop at this text (repeatable).")
+    ] = None,
+    stream: Annotated[
+        bool, typer.Option("--stream/--no-stream", help="Print tokens as they come.")
+    ] = True,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
+    root: RootOption = DEFAULT_ROOT,
+) -> None:
+    """Continue a prompt with a stored language model, running the generation engine locally.
+
+    Prints the prompt, then the continuation; a seed makes the text repeatable.
+    """
+    from service.decoding.generation import GenerationEngine, SamplingParams
+
+    try:
+        params = SamplingParams(
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            seed=seed,
+            stop=tuple(stop or ()),
+        )
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+    loaded = _load(model, version, root, device)
+    if loaded.manifest.arch != "lm":
+        raise typer.BadParameter(
+            f"{loaded.manifest.id} is a {loaded.manifest.arch} model, not a language model",
+            param_hint="--model",
+        )
+    engine = GenerationEngine(loaded.model, loaded.tokenizer, max_batch_size=1)
+    try:
+        engine.add("cli", prompt, params)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="PROMPT / --max-new-tokens") from None
+    pieces = []
+    if stream:
+        typer.echo(prompt, nl=False)
+    while engine.has_work():
+        for output in engine.step():
+            pieces.append(output.text)
+            if stream and output.text:
+                typer.echo(output.text, nl=False)
+                sys.stdout.flush()
+    typer.echo("" if stream else prompt + "".join(pieces))

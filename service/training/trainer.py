@@ -1,5 +1,9 @@
 """The training loop: label-smoothed cross-entropy, Adam with warmup + inverse-sqrt decay.
 
+One loop for every architecture: the task (`tasks.py`, chosen by `arch`) turns corpus pairs
+into batches, calls the model and computes the final test metrics; translators learn es -> en
+and are tested by BLEU, the language model learns es and en text and is tested by perplexity.
+
 A run lives in one directory (`out`):
 
     last.safetensors / last.optim.safetensors / last.json   the resume point (every eval)
@@ -11,7 +15,7 @@ Every file is written to a temporary name and renamed, so a crash (or the machin
 leaves the previous checkpoint intact. Nothing here is pickled: weights, optimizer moments and
 RNG state are safetensors, step counters are JSON.
 
-At the end the best weights are evaluated on the test split (beam search, sacrebleu) and saved
+At the end the best weights are evaluated on the test split (the task's metrics) and saved
 into the model store with the metrics and the training facts in the manifest. SIGTERM or
 Ctrl-C stops training early but still runs that finalisation, so `kill <pid>` is a clean stop.
 """
@@ -37,7 +41,8 @@ import torch
 from torch import Tensor, nn
 
 from service.models import build_model, config_to_dict, count_parameters, make_config
-from service.training.data import Batch, BatchSampler, encode_pairs
+from service.training.data import Batch, LMBatch
+from service.training.tasks import Task, default_label_smoothing, task_for
 
 DEFAULT_STORE = Path(__file__).resolve().parents[2] / "model_store"
 DEFAULT_DATA_DIR = DEFAULT_STORE / "data" / "es-en"
@@ -50,7 +55,7 @@ class TrainConfig:
     max_tokens: int = 4096  # padded tokens (rows * longest side) per batch
     lr: float = 7e-4  # peak, reached at the end of warmup
     warmup_steps: int = 1000
-    label_smoothing: float = 0.1
+    label_smoothing: float | None = None  # None: the task's (0.1 translators, 0 language model)
     clip_norm: float = 1.0
     weight_decay: float = 0.0
     max_epochs: int = 50
@@ -65,6 +70,9 @@ class TrainConfig:
     out: str = "runs/transformer"
     resume: bool = False
     dropout: float | None = None  # overrides the preset's dropout when set
+    # Language model only: rows pack neighbouring verses up to this many model inputs (fewer
+    # pad tokens, context across verses); 0: one verse per row.
+    pack_tokens: int = 128
     # Data and tokenizer; None means the shipped ones under model_store/data/es-en.
     data_dir: str | None = None
     tokenizer_path: str | None = None
@@ -76,7 +84,7 @@ class TrainConfig:
     evaluate_test: bool = True
     save: bool = True
     store_root: str | None = None  # None: the repository's model_store
-    model_id: str | None = None  # None: "es-en/<arch>"
+    model_id: str | None = None  # None: "es-en/<arch>" (the language model too: ids name a pair)
     version: int | None = None  # None: the next free version
 
     def __post_init__(self):
@@ -84,6 +92,10 @@ class TrainConfig:
             raise ValueError("max_tokens and lr must be positive, warmup_steps non-negative")
         if self.eval_every < 1 or self.log_every < 1:
             raise ValueError("eval_every and log_every must be at least 1")
+        if self.pack_tokens < 0 or self.pack_tokens == 1:
+            raise ValueError("pack_tokens must be 0 (off) or at least 2")
+        if self.label_smoothing is None:
+            self.label_smoothing = default_label_smoothing(self.arch)
 
 
 @dataclass
@@ -226,16 +238,11 @@ def _file_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def _preload_finalisation_modules(config: TrainConfig) -> None:
+def _preload_finalisation_modules(config: TrainConfig, task: Task) -> None:
     """Import now what the end of the run needs, so edits made to the working tree during a
     long run cannot break its evaluation or its save."""
     if config.evaluate_test:
-        import sacrebleu  # noqa: F401
-        import tqdm  # noqa: F401
-
-        import service.decoding.search  # noqa: F401
-        import service.decoding.translator  # noqa: F401
-        import service.training.evaluate  # noqa: F401
+        task.preload()
     if config.save:
         import sentencepiece  # noqa: F401
 
@@ -296,7 +303,10 @@ class Trainer:
             torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
         self.device = resolve_device(config.device)
-        _preload_finalisation_modules(config)
+        self.task = task_for(
+            config.arch, pack_tokens=config.pack_tokens, beam_size=config.test_beam_size
+        )
+        _preload_finalisation_modules(config, self.task)
 
         # The run trains on a snapshot of the tokenizer and records the data's digests up front,
         # so regenerating the corpus mid-run cannot pair these weights with another vocabulary.
@@ -329,11 +339,11 @@ class Trainer:
         )
         mc = self.model_config
         self.model = build_model(config.arch, self.model_config).to(self.device)
-        self.train_examples = encode_pairs(train_pairs, self.tokenizer, mc.eos_id)
-        valid_examples = encode_pairs(valid_pairs, self.tokenizer, mc.eos_id)
-        ids = dict(pad_id=mc.pad_id, eos_id=mc.eos_id, decoder_start_id=mc.decoder_start_id)
-        self.sampler = BatchSampler(self.train_examples, config.max_tokens, seed=config.seed, **ids)
-        self.valid_sampler = BatchSampler(valid_examples, config.max_tokens, seed=None, **ids)
+        task = self.task
+        self.train_examples = task.examples(train_pairs, self.tokenizer, mc, training=True)
+        valid_examples = task.examples(valid_pairs, self.tokenizer, mc, training=False)
+        self.sampler = task.sampler(self.train_examples, config.max_tokens, mc, config.seed)
+        self.valid_sampler = task.sampler(valid_examples, config.max_tokens, mc, None)
         self.optimizer = torch.optim.Adam(
             self.model.parameters(),
             lr=config.lr,
@@ -429,14 +439,14 @@ class Trainer:
     def _elapsed(self) -> float:
         return time.perf_counter() - self._started if hasattr(self, "_started") else 0.0
 
-    def train_step(self, batch: Batch) -> tuple[float, int]:
+    def train_step(self, batch: Batch | LMBatch) -> tuple[float, int]:
         """One optimizer update; returns (smoothed loss per target token, target tokens)."""
         self.model.train()
         batch = batch.to(self.device)
         lr = inverse_sqrt_lr(self.step + 1, self.config.lr, self.config.warmup_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        logits = self.model(batch.src, batch.tgt_in)
+        logits = self.task.logits(self.model, batch)
         loss_sum, _, tokens = label_smoothed_loss(
             logits, batch.labels, batch.pad_id, self.config.label_smoothing
         )
@@ -450,19 +460,24 @@ class Trainer:
         return loss.item(), tokens
 
     @torch.inference_mode()
-    def validate(self) -> dict[str, float]:
-        """Token-averaged NLL (no smoothing) and perplexity over the validation pairs."""
+    def token_losses(self, sampler) -> tuple[float, float, int]:
+        """(NLL sum, smoothed loss sum, target tokens) of the model in eval mode over `sampler`."""
         self.model.eval()
         nll_total, smoothed_total, tokens_total = 0.0, 0.0, 0
-        for batch in self.valid_sampler.batches():
+        for batch in sampler.batches():
             batch = batch.to(self.device)
-            logits = self.model(batch.src, batch.tgt_in)
+            logits = self.task.logits(self.model, batch)
             smoothed, nll, tokens = label_smoothed_loss(
                 logits, batch.labels, batch.pad_id, self.config.label_smoothing
             )
             nll_total += float(nll)
             smoothed_total += float(smoothed)
             tokens_total += tokens
+        return nll_total, smoothed_total, tokens_total
+
+    def validate(self) -> dict[str, float]:
+        """Token-averaged NLL (no smoothing) and perplexity over the validation examples."""
+        nll_total, smoothed_total, tokens_total = self.token_losses(self.valid_sampler)
         nll = nll_total / max(tokens_total, 1)
         return {
             "valid_loss": nll,
@@ -608,21 +623,11 @@ class Trainer:
             load_weights(self.out / "best.safetensors", self.model)
 
     def evaluate_test(self) -> dict[str, Any]:
-        from service.decoding.search import DecodeOptions
-        from service.decoding.translator import Translator
-        from service.training.evaluate import evaluate
-
         c = self.config
         pairs = self._test_pairs if self._test_pairs is not None else _load_split(c.test_split, c)
         if c.test_limit:
             pairs = list(pairs)[: c.test_limit]
-        translator = Translator(self.model.eval(), self.tokenizer)
-        metrics = evaluate(
-            translator,
-            pairs,
-            DecodeOptions(beam_size=c.test_beam_size),
-            progress=sys.stderr.isatty(),
-        )
+        metrics = self.task.test_metrics(self, pairs)
         metrics["split"] = c.test_split
         return metrics
 
@@ -646,6 +651,7 @@ class Trainer:
             else None,
             "stopped_because": reason,
             "train_examples": len(self.train_examples),
+            **self.task.facts(),
             "config": {
                 k: v
                 for k, v in asdict(c).items()
@@ -670,10 +676,9 @@ class Trainer:
                 self.log(f"evaluating the best checkpoint (step {self.best_step}) on {split}")
                 metrics = self.evaluate_test()
                 self.log(
-                    f"{split}: BLEU {metrics['bleu']:.2f} chrF {metrics['chrf']:.2f} "
-                    f"({metrics['speed']['sentences_per_s']:.1f} sent/s)",
+                    f"{split}: {self.task.summary(metrics)}",
                     event="test",
-                    **{k: metrics[k] for k in ("bleu", "chrf")},
+                    **{k: v for k, v in metrics.items() if isinstance(v, int | float)},
                 )
             except Exception:  # the weights matter more than the numbers: save anyway
                 self.log(

@@ -66,6 +66,35 @@ def tiny_model_store(tmp_path_factory) -> Path:
     return build_tiny_store(tmp_path_factory.mktemp("tiny_store"))
 
 
+def add_tiny_lm(store_root: Path, max_positions: int = 1024) -> Path:
+    """An untrained tiny `es-en/lm` (version 1) in the store at `store_root`, sharing the
+    translation models' tokenizer. A long context lets tests run long generations."""
+    import torch
+
+    from service.models import build_model, make_config
+    from service.store import ModelStore
+    from service.text.tokenizer import Tokenizer
+
+    store = ModelStore(store_root)
+    spm_path = store.directory(store.resolve("es-en/transformer")) / "spm.model"
+    torch.manual_seed(2)
+    vocab_size = Tokenizer.load(spm_path).vocab_size
+    config = make_config("lm", "tiny", vocab_size, max_positions=max_positions)
+    store.save(
+        build_model("lm", config).eval(),
+        spm_path,
+        model_id="es-en/lm",
+        metrics={"valid_perplexity": 1.0, "note": "untrained test model"},
+    )
+    return store.root
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_store(tmp_path_factory) -> Path:
+    """`build_tiny_store` plus an untrained tiny `es-en/lm`; see `add_tiny_lm`."""
+    return add_tiny_lm(build_tiny_store(tmp_path_factory.mktemp("tiny_lm_store")))
+
+
 def pytest_configure(config):
     # Ray Serve 2.60's own models still use pydantic v1 idioms; nothing to act on here.
     config.addinivalue_line(

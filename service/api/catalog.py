@@ -26,6 +26,7 @@ class ServedModel:
     metrics: dict[str, Any] = field(default_factory=dict)
     max_output_tokens: int | None = None  # the model's own limit (positions), if it has one
     default: bool = False
+    created: int = 0  # Unix time the version was saved (OpenAI's `created`)
 
     @property
     def name(self) -> str:

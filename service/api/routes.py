@@ -11,10 +11,11 @@ with the configured limits.
 import json
 import math
 import time
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qs
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
@@ -29,6 +30,14 @@ from service.api.errors import (
     install_error_handlers,
     request_id_of,
 )
+from service.api.experiments import (
+    DEFAULT_FEEDBACK_CAPACITY,
+    ABTesting,
+    ExperimentConfig,
+    install_ab_routes,
+)
+from service.api.generation import generation_model_card, install_generation_routes
+from service.api.observability import MetricsMiddleware, NullRecorder, Recorder
 from service.api.schemas import (
     LANGUAGE_NAMES,
     Alignment,
@@ -211,12 +220,22 @@ async def _form_or_json(request: Request) -> Any:
 
 
 def create_app(
-    settings: ApiSettings, backend: Backend, *, behind_serve_proxy: bool = False
+    settings: ApiSettings,
+    backend: Backend,
+    *,
+    behind_serve_proxy: bool = False,
+    experiments: Sequence[ExperimentConfig] = (),
+    recorder: Recorder | None = None,
+    feedback_capacity: int = DEFAULT_FEEDBACK_CAPACITY,
 ) -> FastAPI:
-    """`behind_serve_proxy`: Ray Serve's proxy sets and echoes X-Request-ID itself."""
+    """`behind_serve_proxy`: Ray Serve's proxy sets and echoes X-Request-ID itself.
+    `experiments`, `recorder`, `feedback_capacity`: see service/api/experiments.py and
+    service/api/observability.py."""
     TranslateRequestModel = translate_request_model(settings)
     LibreTranslateRequestModel = libretranslate_request_model(settings)
     catalog = backend.catalog
+    recorder = recorder or NullRecorder()
+    ab = ABTesting(experiments, catalog, recorder, feedback_capacity)
 
     app = FastAPI(
         title="Spanish-English translation service",
@@ -228,6 +247,7 @@ def create_app(
     # a 413 or a 500 included, carries it.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(CatchAllMiddleware)
+    app.add_middleware(MetricsMiddleware, recorder=recorder, routes_of=app)
     app.add_middleware(RequestIdMiddleware, proxy_owns_header=behind_serve_proxy)
 
     @app.post(
@@ -237,9 +257,13 @@ def create_app(
         tags=["translation"],
         summary="Translate one text or a list of texts",
     )
-    async def translate(body: TranslateRequestModel, request: Request) -> TranslateResponse:
+    async def translate(
+        body: TranslateRequestModel, request: Request, response: Response
+    ) -> TranslateResponse:
         started = time.perf_counter()
-        served = catalog.resolve(body.model, body.version, body.source, body.target)
+        served, assignment = ab.choose(
+            request, "/v1/translate", body.model, body.version, body.source, body.target
+        )
         options = decode_options(
             settings,
             served,
@@ -251,7 +275,8 @@ def create_app(
         request_id = request_id_of(request)
         result = await backend.translate(served, TranslationJob(body.texts, options, request_id))
         _check_items(result)
-        return build_response(
+        ab.served(request_id, served, assignment, response)
+        answer = build_response(
             request_id,
             served,
             result,
@@ -260,6 +285,9 @@ def create_app(
             return_alignment=body.return_alignment,
             started=started,
         )
+        if assignment is not None:
+            answer.experiment, answer.variant = assignment.experiment, assignment.variant
+        return answer
 
     @app.get("/v1/models", response_model=ModelList, tags=["models"])
     async def list_models() -> ModelList:
@@ -280,8 +308,11 @@ def create_app(
                     default=model.default,
                     status="ready" if status and status.ready else "unavailable",
                     serving=status.serving if status else {},
+                    created=model.created,
                 )
             )
+        if (generation := getattr(backend, "generation", None)) is not None:
+            cards.append(await generation_model_card(generation))
         return ModelList(models=cards)
 
     @app.get("/healthz", response_model=Health, tags=["operations"], summary="Process is alive")
@@ -300,6 +331,8 @@ def create_app(
         models = {
             m.label: bool(statuses.get(m.key) and statuses[m.key].ready) for m in catalog.models
         }
+        if (generation := getattr(backend, "generation", None)) is not None:
+            models[generation.model.label] = (await generation.status()).ready
         body = Readiness(ready=all(models.values()), models=models)
         return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
 
@@ -322,7 +355,7 @@ def create_app(
             }
         },
     )
-    async def libretranslate(request: Request) -> LibreTranslateResponse:
+    async def libretranslate(request: Request, response: Response) -> LibreTranslateResponse:
         data = await _form_or_json(request)
         try:
             body = LibreTranslateRequestModel.model_validate(data)
@@ -331,9 +364,7 @@ def create_app(
                 [{**e, "loc": ("body", *e["loc"])} for e in error.errors(include_url=False)]
             ) from None
         source = None if body.source == "auto" else body.source
-        served = catalog.resolve(
-            None, None, source, body.target, source_field="source", target_field="target"
-        )
+        served, assignment = ab.choose(request, "/translate", None, None, source, body.target)
         n_best = body.alternatives + 1
         options = decode_options(
             settings, served, beam_size=None, max_length=None, n_best=n_best, return_alignment=False
@@ -342,6 +373,7 @@ def create_app(
             served, TranslationJob(body.texts, options, request_id_of(request))
         )
         _check_items(result)
+        ab.served(request_id_of(request), served, assignment, response)
         best = [item.translation.best.text for item in result.items]
         others = [[c.text for c in item.translation.candidates[1:n_best]] for item in result.items]
         single = isinstance(body.q, str)
@@ -356,5 +388,19 @@ def create_app(
             Language(code=code, name=LANGUAGE_NAMES.get(code, code), targets=targets)
             for code, targets in catalog.languages().items()
         ]
+
+    # A/B feedback and side-by-side comparison (/v1/feedback, /v1/compare).
+    install_ab_routes(
+        app,
+        settings,
+        backend,
+        ab,
+        decode_options=decode_options,
+        check_items=_check_items,
+        build_response=build_response,
+    )
+
+    # Text generation (/v1/generate, /v1/completions); see service/api/generation.py.
+    install_generation_routes(app, getattr(backend, "generation", None))
 
     return app

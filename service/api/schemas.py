@@ -260,6 +260,10 @@ class TranslateResponse(BaseModel):
     translations: list[TranslationResult] = Field(description="One per input text, in order.")
     usage: Usage
     timing: Timing
+    experiment: str | None = Field(
+        None, description="The A/B experiment that chose the model, if one did."
+    )
+    variant: str | None = Field(None, description="The experiment's variant that served.")
 
 
 class ModelCard(BaseModel):
@@ -276,10 +280,22 @@ class ModelCard(BaseModel):
     serving: dict[str, Any] = Field(
         default_factory=dict, description="Device, dtype and live batching settings."
     )
+    task: Literal["translation", "generation"] = "translation"
+    # OpenAI's model object, so that OpenAI client libraries can list the models.
+    object: Literal["model"] = "model"
+    created: int = Field(0, description="Unix time the version was saved.")
+    owned_by: str = "service"
 
 
 class ModelList(BaseModel):
     models: list[ModelCard]
+    # OpenAI's list shape: the same cards under `data`.
+    object: Literal["list"] = "list"
+    data: list[ModelCard] = Field(default_factory=list)
+
+    def model_post_init(self, _: Any) -> None:
+        if not self.data:
+            self.data = list(self.models)
 
 
 class Health(BaseModel):

@@ -14,8 +14,10 @@ from typing import Any
 from ray.serve import Application
 
 from service.api.catalog import ServedModel
+from service.api.experiments import check_experiments
 from service.serving.config import AppArgs
 from service.serving.deployments import Ingress, LoadSpec, TranslatorDeployment
+from service.serving.generation import bind_generator, created_timestamp
 
 INGRESS_NAME = "Ingress"
 
@@ -65,6 +67,7 @@ def build_app_with_options(
                 metrics=dict(manifest.metrics),
                 max_output_tokens=manifest.config.get("max_positions"),
                 default=args.default_model in (manifest.id, manifest.name),
+                created=created_timestamp(manifest.created),
             )
         )
         load = LoadSpec(
@@ -77,15 +80,34 @@ def build_app_with_options(
         )
         handles[key] = TranslatorDeployment.options(name=key, **options.pop(key, {})).bind(load)
 
+    # The language model behind /v1/generate and /v1/completions, if configured and stored.
+    generator = bind_generator(args, store, options)
+    if generator is not None:
+        served_generator, generator_app = generator
+        if served_generator.model.key in handles:
+            raise ValueError(
+                f"the language model and a translation model share the deployment name "
+                f"{served_generator.model.key!r}; set generation.deployment"
+            )
+        handles[served_generator.model.key] = generator_app
+
     if not any(model.default for model in served):
         raise ValueError(
             f"default_model {args.default_model!r} is not among the served models "
             f"{[m.id for m in served]}"
         )
+    check_experiments(args.experiments, served)
     ingress = Ingress.options(name=INGRESS_NAME, **options.pop(INGRESS_NAME, {}))
     if options:
         raise ValueError(
             f"deployment options for unknown deployments {sorted(options)}; "
             f"known: {sorted([*handles, INGRESS_NAME])}"
         )
-    return ingress.bind(args.api, served, handles)
+    return ingress.bind(
+        args.api,
+        served,
+        handles,
+        generation=generator[0] if generator is not None else None,
+        experiments=args.experiments,
+        feedback_capacity=args.feedback_capacity,
+    )

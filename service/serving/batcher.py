@@ -38,6 +38,8 @@ class BatchReport:
 
     call_sizes: list[int] = field(default_factory=list)
     call_seconds: list[float] = field(default_factory=list)
+    call_input_tokens: list[int] = field(default_factory=list)
+    call_output_tokens: list[int] = field(default_factory=list)  # of the best hypotheses
     queue_seconds: list[float] = field(default_factory=list)
     failed: int = 0
     stats: BatchStats = field(default_factory=BatchStats)
@@ -89,6 +91,9 @@ def decode_batch(
         seconds = time.perf_counter() - started
         report.call_sizes.append(len(live))
         report.call_seconds.append(seconds)
+        done = [translation for translation, _ in results if translation is not None]
+        report.call_input_tokens.append(sum(t.input_tokens for t in done))
+        report.call_output_tokens.append(sum(t.best.tokens for t in done))
         for i, (translation, error) in zip(live, results, strict=True):
             queued = started - items[i].enqueued
             report.queue_seconds.append(queued)

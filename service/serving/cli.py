@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from service.serving.launch import DEFAULT_CONFIG
+from service.serving.launch import DEFAULT_CONFIG, METRICS_EXPORT_PORT
 
 
 def serve_command(
@@ -21,12 +21,19 @@ def serve_command(
     num_cpus: Annotated[
         float | None, typer.Option(help="CPUs Ray may schedule; default all cores.")
     ] = None,
+    metrics_port: Annotated[
+        int,
+        typer.Option(
+            envvar="SERVICE_METRICS_PORT",
+            help="Port of Ray's Prometheus metrics export (every replica's metrics); 0: any.",
+        ),
+    ] = METRICS_EXPORT_PORT,
 ) -> None:
     """Serve the translation API (models from the store) on 127.0.0.1:8000 by default."""
     import ray
     from ray import serve
 
-    from service.serving.launch import load_config, start
+    from service.serving.launch import load_config, metrics_url, start
     from service.store import ModelStoreError
 
     try:
@@ -41,8 +48,15 @@ def serve_command(
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)  # also when started in the background, where it is ignored
     try:
-        url = start(parsed, host=host, port=port, num_cpus=num_cpus)
+        url = start(
+            parsed,
+            host=host,
+            port=port,
+            num_cpus=num_cpus,
+            metrics_export_port=metrics_port or None,
+        )
         typer.echo(f"serving on {url} (docs at {url}/docs); Ctrl-C to stop")
+        typer.echo(f"Prometheus metrics at {metrics_url()}")
         while True:
             time.sleep(1)
     except KeyboardInterrupt:

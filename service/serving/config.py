@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.api.experiments import DEFAULT_FEEDBACK_CAPACITY, ExperimentConfig
+from service.api.generation import GenerationSettings
 from service.api.schemas import ApiSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -60,6 +62,34 @@ class BatchingConfig(BaseModel):
 DEFAULT_MODELS = [ModelArgs(id="es-en/transformer"), ModelArgs(id="es-en/rnnsearch")]
 
 
+class GenerationArgs(GenerationSettings):
+    """The language model behind /v1/generate and /v1/completions, and the limits of both."""
+
+    id: str = Field("es-en/lm", description="Store id or short name of the language model.")
+    version: int | None = Field(None, ge=1, description="None serves the newest version.")
+    deployment: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_-]{1,64}$", description="Deployment name; default `es-en-lm`."
+    )
+    required: bool = Field(
+        False,
+        description="If the store lacks the model: true fails the deploy; false (the default) "
+        "serves translation alone and logs a warning.",
+    )
+
+    def api_settings(self) -> GenerationSettings:
+        return GenerationSettings(**self.model_dump(include=set(GenerationSettings.model_fields)))
+
+
+class GeneratorConfig(BaseModel):
+    """The live part of the language model deployment (`user_config`), applied by `reconfigure`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_batch_size: int = Field(
+        16, ge=1, le=1024, description="Most sequences advanced together by one decode step."
+    )
+
+
 class AppArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -72,6 +102,19 @@ class AppArgs(BaseModel):
     default_model: str = Field("transformer", description="Answers requests naming no model.")
     runtime: RuntimeArgs = Field(default_factory=RuntimeArgs)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    generation: GenerationArgs | None = Field(
+        default_factory=GenerationArgs, description="Text generation; null turns it off."
+    )
+    experiments: list[ExperimentConfig] = Field(
+        default_factory=list,
+        description="A/B experiments: weighted variants of the served models, sticky per user; "
+        "at most one enabled per route (service/api/experiments.py).",
+    )
+    feedback_capacity: int = Field(
+        DEFAULT_FEEDBACK_CAPACITY,
+        ge=0,
+        description="Request ids each ingress replica remembers for POST /v1/feedback (an LRU).",
+    )
 
     def store_path(self) -> Path:
         path = Path(self.store).expanduser()

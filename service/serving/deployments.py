@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,11 +22,14 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from service.api.backend import JobResult, ModelStatus, TranslationJob
 from service.api.catalog import Catalog, ServedModel
 from service.api.errors import ApiError, overloaded
+from service.api.experiments import DEFAULT_FEEDBACK_CAPACITY, ExperimentConfig
 from service.api.routes import create_app
 from service.api.schemas import ApiSettings
 from service.decoding.translator import Translator
+from service.metrics import IngressMetrics, ModelMetrics
 from service.serving.batcher import BatchItem, BatchReport, decode_batch
 from service.serving.config import BatchingConfig, RuntimeArgs
+from service.serving.generation import GenerationClient, ServedGenerator
 
 logger = logging.getLogger("ray.serve")
 
@@ -87,13 +91,13 @@ class TranslatorDeployment:
         self.decode_calls = 0
         self.texts_decoded = 0
         self.largest_call = 0
-        self.metrics = None
-        try:
-            from service.metrics import ServingMetrics
-
-            self.metrics = ServingMetrics(self.manifest.id, self.manifest.version)
-        except Exception:  # metrics are an aid; a replica must not fail for want of them
-            logger.warning("metrics unavailable for %s", self.manifest.id, exc_info=True)
+        self.metrics = ModelMetrics(self.manifest.id, self.manifest.version)
+        self.metrics.set_info(
+            arch=self.manifest.arch,
+            parameters=self.manifest.parameters,
+            device=str(self.device),
+            dtype=str(self.dtype).removeprefix("torch."),
+        )
         logger.info(
             "loaded %s v%d on %s (%s)",
             self.manifest.id,
@@ -138,16 +142,18 @@ class TranslatorDeployment:
         return outcomes
 
     def _record(self, report: BatchReport) -> None:
-        if self.metrics is None:
-            return
-        try:
-            for size, seconds in zip(report.call_sizes, report.call_seconds, strict=True):
-                self.metrics.record_call(size, seconds)
-            for seconds in report.queue_seconds:
-                self.metrics.record_queue(seconds)
-            self.metrics.record_failures(report.failed)
-        except Exception:  # never fail a request over a metric
-            logger.warning("recording metrics failed", exc_info=True)
+        calls = zip(
+            report.call_sizes,
+            report.call_seconds,
+            report.call_input_tokens,
+            report.call_output_tokens,
+            strict=True,
+        )
+        for size, seconds, input_tokens, output_tokens in calls:
+            self.metrics.record_call(size, seconds, input_tokens, output_tokens)
+        for seconds in report.queue_seconds:
+            self.metrics.record_queue(seconds)
+        self.metrics.record_failures(report.failed)
 
     def info(self) -> dict[str, Any]:
         return {
@@ -182,13 +188,33 @@ class Ingress:
         settings: ApiSettings,
         models: list[ServedModel],
         handles: dict[str, Any],  # DeploymentHandle per ServedModel.key
+        *,
+        experiments: Sequence[ExperimentConfig] = (),
+        feedback_capacity: int = DEFAULT_FEEDBACK_CAPACITY,
+        generation: ServedGenerator | None = None,  # the language model, if one is served
     ):
         self.settings = settings
         self.catalog = Catalog(models)
         self.handles = handles
+        # create_app serves /v1/generate and /v1/completions through this, or answers 404.
+        self.generation = (
+            GenerationClient(generation, handles[generation.model.key], settings.retry_after_s)
+            if generation is not None
+            else None
+        )
+        self.experiments = list(experiments)
+        self.feedback_capacity = feedback_capacity
+        self.metrics = IngressMetrics()
 
     def __serve_build_asgi_app__(self):
-        return create_app(self.settings, self, behind_serve_proxy=True)
+        return create_app(
+            self.settings,
+            self,
+            behind_serve_proxy=True,
+            experiments=self.experiments,
+            recorder=self.metrics,
+            feedback_capacity=self.feedback_capacity,
+        )
 
     async def translate(self, model: ServedModel, job: TranslationJob) -> JobResult:
         response = None

@@ -19,6 +19,10 @@ import yaml
 from service.serving.config import REPO_ROOT
 
 DEFAULT_CONFIG = REPO_ROOT / "deploy" / "serve_config.yaml"
+# Where Ray's metrics agent serves every replica's metrics (ours and Ray Serve's) for
+# Prometheus; deploy/prometheus/prometheus.yml scrapes it. Ray binds it on the node's address:
+# loopback only when the node address is loopback, else all interfaces.
+METRICS_EXPORT_PORT = 8080
 
 
 def load_config(path: Path | str) -> dict[str, Any]:
@@ -46,8 +50,11 @@ def start(
     host: str | None = None,
     port: int | None = None,
     num_cpus: float | None = None,
+    metrics_export_port: int | None = METRICS_EXPORT_PORT,
 ) -> str:
-    """Start Ray (if needed) and Serve, deploy the first application; return its base URL."""
+    """Start Ray (if needed) and Serve, deploy the first application; return its base URL.
+
+    `metrics_export_port` applies only when this call starts Ray (None: a port Ray picks)."""
     import ray
     from ray import serve
 
@@ -63,8 +70,10 @@ def start(
     if not ray.is_initialized():
         ray.init(
             num_cpus=num_cpus if num_cpus is not None else os.cpu_count(),
+            # No dashboard, but Ray still runs its per-node agent, which exports the metrics.
             include_dashboard=False,
             namespace="serve",
+            _metrics_export_port=metrics_export_port,
         )
     serve.start(http_options=http_options)
     route_prefix = app_config.get("route_prefix", "/")
@@ -72,3 +81,14 @@ def start(
         app, name=app_config.get("name", "default"), route_prefix=route_prefix, blocking=False
     )
     return f"http://{http_options['host']}:{http_options['port']}{route_prefix.rstrip('/')}"
+
+
+def metrics_url() -> str | None:
+    """Where this node's Ray metrics agent serves Prometheus metrics, once Ray runs."""
+    import ray
+
+    node_id = ray.get_runtime_context().get_node_id()
+    for node in ray.nodes():
+        if node.get("NodeID") == node_id and node.get("MetricsExportPort"):
+            return f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
+    return None

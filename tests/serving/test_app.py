@@ -20,10 +20,13 @@ def test_config_file_is_valid_and_matches_the_builder():
     args = AppArgs.model_validate(app["args"])
     assert [m.id for m in args.models] == ["es-en/transformer", "es-en/rnnsearch"]
     overrides = deployment_overrides(app)
-    assert set(overrides) == {"Ingress", "es-en-transformer", "es-en-rnnsearch"}
+    assert set(overrides) == {"Ingress", "es-en-transformer", "es-en-rnnsearch", "es-en-lm"}
     for name in ("es-en-transformer", "es-en-rnnsearch"):
         assert 0 < overrides[name]["ray_actor_options"]["num_cpus"] < 1
         assert set(overrides[name]["user_config"]) == {"max_batch_size", "batch_wait_timeout_s"}
+    assert args.generation.id == "es-en/lm" and not args.generation.required
+    assert 0 < overrides["es-en-lm"]["ray_actor_options"]["num_cpus"] < 1
+    assert set(overrides["es-en-lm"]["user_config"]) == {"max_batch_size"}
 
 
 def test_build_app_from_args(tiny_model_store):

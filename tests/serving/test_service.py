@@ -212,6 +212,38 @@ def test_libretranslate(client):
     ]
 
 
+def test_compare_side_by_side(client):
+    response = client.post(
+        "/v1/compare", json={"text": ["la casa", "el perro"], "return_scores": True, **FAST}
+    )
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [r["model"] for r in results] == ["es-en/rnnsearch", "es-en/transformer"]
+    for result in results:
+        assert result["error"] is None and result["latency_ms"] > 0
+        assert len(result["translations"]) == 2
+        assert all(isinstance(t["score"], float) for t in result["translations"])
+    alone = translate(client, {"text": ["la casa", "el perro"], "model": "rnnsearch"}).json()
+    assert [t["text"] for t in results[0]["translations"]] == [
+        t["text"] for t in alone["translations"]
+    ]
+    unknown = client.post("/v1/compare", json={"text": "a", "models": ["transformer", "marian"]})
+    assert_error(unknown, 404, "model_not_found", "models[1]")
+
+
+def test_feedback(client):
+    served = translate(client, {"text": "la casa", "model": "rnnsearch"}).json()
+    rated = client.post("/v1/feedback", json={"request_id": served["id"], "rating": 4})
+    assert rated.status_code == 200, rated.text
+    assert (rated.json()["model"], rated.json()["variant"]) == ("es-en/rnnsearch", None)
+    again = client.post("/v1/feedback", json={"request_id": served["id"], "rating": 4})
+    assert_error(again, 409, "feedback_already_recorded", "request_id")
+    unknown = client.post("/v1/feedback", json={"request_id": "unknown-id", "rating": 4})
+    assert_error(unknown, 404, "request_not_found", "request_id")
+    bad = client.post("/v1/feedback", json={"request_id": served["id"], "rating": 9})
+    assert_error(bad, 422, "validation_error", "rating")
+
+
 # Every error the API promises.
 
 

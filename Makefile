@@ -44,6 +44,21 @@ test-fast: install system-deps
 bench: install
 	$(PY) -m service bench all
 
+# Load-test a running service (`make serve` first); reports in loadtests/results/<timestamp>/.
+# `make loadtest USERS=32 SPAWN_RATE=8 DURATION=60s HOST=http://127.0.0.1:8000 TAGS=translate`
+# TAGS: translate libretranslate compare feedback generate (comma separated; empty: all).
+# LOCUST_ARGS go to Locust as they are, e.g. LOCUST_ARGS="--models transformer,rnnsearch".
+USERS ?= 32
+SPAWN_RATE ?= 8
+DURATION ?= 60s
+HOST ?= http://127.0.0.1:8000
+TAGS ?=
+LOCUST_ARGS ?=
+
+loadtest: install
+	$(PY) loadtests/run.py --host "$(HOST)" --users $(USERS) --spawn-rate $(SPAWN_RATE) \
+		--duration $(DURATION) $(if $(TAGS),--tags $(TAGS)) $(if $(LOCUST_ARGS),-- $(LOCUST_ARGS))
+
 lint: install
 	$(VENV)/bin/ruff check service tests loadtests
 	$(VENV)/bin/ruff format --check service tests loadtests

@@ -3,14 +3,29 @@
 from __future__ import annotations
 
 import json
+import os
+import platform
+import re
+from datetime import date
+from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from service.bench.decode import benchmark_decode
+from service.bench.decode import benchmark_decode, decode_markdown
 
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks (not tests).")
+
+DOC_SECTIONS = ("Decoding: KV cache", "Peers on identical weights", "Service: dynamic batching")
+DOC_TITLE = "# Benchmarks"
+
+
+def _print_table(title: str, rows: dict) -> None:
+    table = Table("metric", "value", title=title)
+    for key, value in rows.items():
+        table.add_row(key, str(value))
+    Console().print(table)
 
 
 @bench_app.command("decode")
@@ -18,26 +33,261 @@ def decode_command(
     arch: str = typer.Option("transformer", help="transformer or rnnsearch"),
     preset: str = typer.Option("small"),
     batch_size: int = typer.Option(32),
-    beam_size: int = typer.Option(1),
+    beam_size: list[int] = typer.Option(
+        [1], help="beam size; repeat the option to run several (--beam-size 1 --beam-size 4)"
+    ),
     new_tokens: int = typer.Option(64, help="tokens generated per sentence (fixed length)"),
     repeats: int = typer.Option(3),
     threads: int = typer.Option(0, help="torch threads; 0 keeps torch's default"),
     as_json: bool = typer.Option(False, "--json"),
 ):
     """KV cache on vs off on the same batch: tokens/s, speedup, identical outputs."""
-    result = benchmark_decode(
-        arch=arch,
-        preset=preset,
-        batch_size=batch_size,
-        beam_size=beam_size,
-        new_tokens=new_tokens,
-        repeats=repeats,
-        threads=threads or None,
-    ).to_dict()
+    results = [
+        benchmark_decode(
+            arch=arch,
+            preset=preset,
+            batch_size=batch_size,
+            beam_size=beam,
+            new_tokens=new_tokens,
+            repeats=repeats,
+            threads=threads or None,
+        ).to_dict()
+        for beam in beam_size
+    ]
     if as_json:
-        print(json.dumps(result))
+        print(json.dumps(results[0] if len(results) == 1 else results))
         return
-    table = Table("metric", "value", title="decode: KV cache on vs off")
-    for key, value in result.items():
-        table.add_row(key, str(value))
-    Console().print(table)
+    for result in results:
+        _print_table(f"decode: KV cache on vs off, beam {result['beam_size']}", result)
+
+
+@bench_app.command("peers")
+def peers_command(
+    model: str = typer.Option("transformer", help="model id in the store"),
+    version: int | None = typer.Option(None, help="model version; default the latest"),
+    split: str = typer.Option("test", help="corpus split to translate"),
+    limit: int = typer.Option(256, help="sentences (the first N of the split)"),
+    batch_size: int = typer.Option(32),
+    beam_size: list[int] = typer.Option([4], help="beam size; repeat the option to run several"),
+    max_length: int = typer.Option(256, help="generated tokens at most, EOS included"),
+    length_penalty: float = typer.Option(1.0),
+    threads: int = typer.Option(0, help="threads for every engine; 0 keeps torch's default"),
+    repeats: int = typer.Option(1, help="passes per engine; the best is reported"),
+    random: bool = typer.Option(False, "--random", help="a random model on random ids"),
+    preset: str = typer.Option("small", help="preset of the random model"),
+    output_length: int = typer.Option(40, help="random model: target tokens per sentence"),
+    store: Path | None = typer.Option(None, help="model store root; default ./model_store"),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """Ours vs Hugging Face generate vs CTranslate2 on identical weights and batches."""
+    results = _run_peers(
+        model, version, split, limit, batch_size, beam_size, max_length, length_penalty,
+        threads, repeats, random, preset, output_length, store,
+    )
+    if as_json:
+        dicts = [r.to_dict() for r in results]
+        print(json.dumps(dicts[0] if len(dicts) == 1 else dicts))
+        return
+    for r in results:
+        table = Table(
+            "engine", "wall s", "CPU s", "sentences/s", "target tokens/s", "identical to ours",
+            title=f"peers: {r.model}, beam {r.beam_size}, {r.sentences} sentences, "
+            f"{r.threads} thread(s), load {r.load_average[0]}->{r.load_average[1]}",
+        )
+        for name, e in r.engines.items():
+            table.add_row(
+                name, f"{e.seconds:.2f}", f"{e.cpu_seconds:.2f}", f"{e.sentences_per_s:.1f}",
+                f"{e.target_tokens_per_s:.0f}", f"{e.agreement:.1%}",
+            )
+        Console().print(table)
+        Console().print(
+            f"ours vs Hugging Face: {r.ours_vs_huggingface}x faster in wall time, "
+            f"{r.ours_vs_huggingface_cpu}x in CPU time; ours vs CTranslate2: "
+            f"{r.ours_vs_ctranslate2}x wall, {r.ours_vs_ctranslate2_cpu}x CPU"
+        )
+
+
+def _run_peers(
+    model, version, split, limit, batch_size, beams, max_length, length_penalty, threads,
+    repeats, random, preset, output_length, store,
+):
+    from service.bench.peers import DEFAULT_STORE, benchmark_peers, resolve_subject
+
+    subject = resolve_subject(
+        model, version, split=split, limit=limit, random=random, preset=preset,
+        output_length=output_length, store_root=store or DEFAULT_STORE,
+    )
+    return [
+        benchmark_peers(
+            subject, batch_size=batch_size, beam_size=beam, max_length=max_length,
+            length_penalty=length_penalty, threads=threads or None, repeats=repeats,
+        )
+        for beam in beams
+    ]
+
+
+@bench_app.command("all")
+def all_command(
+    model: str = typer.Option("transformer", help="model id in the store (peers)"),
+    version: int | None = typer.Option(None),
+    split: str = typer.Option("test"),
+    limit: int = typer.Option(256, help="peers: sentences"),
+    batch_size: int = typer.Option(32),
+    beam_size: list[int] = typer.Option([1, 4], help="beam sizes for both benchmarks"),
+    new_tokens: int = typer.Option(64, help="decode: tokens per sentence"),
+    threads: int = typer.Option(0, help="threads for every engine; 0 keeps torch's default"),
+    repeats: int = typer.Option(2, help="passes per measurement; the best is reported"),
+    random: bool = typer.Option(False, "--random", help="peers on a random model"),
+    store: Path | None = typer.Option(None, help="model store root; default ./model_store"),
+    write: Path | None = typer.Option(
+        None, help="also write the two sections into this markdown file (docs/benchmarks.md)"
+    ),
+):
+    """`bench decode` (each beam size) and `bench peers`; prints markdown sections."""
+    from service.bench.peers import library_versions, machine_description, peers_markdown
+
+    decodes = [
+        benchmark_decode(
+            batch_size=batch_size, beam_size=beam, new_tokens=new_tokens, repeats=repeats,
+            threads=threads or None,
+        )
+        for beam in beam_size
+    ]
+    peer_results = _run_peers(
+        model, version, split, limit, batch_size, beam_size, 256, 1.0, threads, repeats,
+        random, "small", 40, store,
+    )
+    environment = _environment(machine_description(peer_results[0].threads), library_versions())
+    beams = " ".join(f"--beam-size {b}" for b in beam_size)
+    sections = {
+        DOC_SECTIONS[0]: "\n\n".join([
+            "Cached (KV cache, cross-attention keys/values computed once per source) against "
+            "uncached (the whole prefix recomputed at every step) decoding of the same random "
+            "`small` Transformer, batch of random sources, output length pinned so both do the "
+            "same number of steps.",
+            environment,
+            f"Command: `python -m service bench decode --batch-size {batch_size} {beams} "
+            f"--new-tokens {new_tokens} --repeats {repeats}"
+            + (f" --threads {threads}" if threads else "") + "`"
+            + f" (load average at the end: {', '.join(str(r.load_average) for r in decodes)})",
+            decode_markdown(decodes),
+        ]),
+        DOC_SECTIONS[1]: "\n\n".join([
+            "The same weights exported to a Hugging Face MarianMT directory and converted to "
+            "CTranslate2; every engine translates the same length-sorted batches of the same "
+            "token ids with the same search settings and thread count (tokenization is not "
+            "timed), taking turns batch by batch. \"Ours faster by\" is their time over ours, "
+            "in wall seconds and in CPU seconds (the work done, which other jobs on a shared "
+            "machine disturb less); \"identical to ours\" is the share of sentences whose best "
+            "hypothesis equals ours token for token.",
+            environment,
+            f"Command: `python -m service bench peers --model {model} --split {split} "
+            f"--limit {limit} --batch-size {batch_size} {beams} --repeats {repeats}"
+            + (f" --threads {threads}" if threads else "")
+            + (" --random" if random else "") + "`",
+            peers_markdown(peer_results),
+        ]),
+    }
+    markdown = "\n\n".join(f"## {title}\n\n{body}" for title, body in sections.items())
+    print(markdown)
+    if write is not None:
+        update_sections(write, sections)
+        Console(stderr=True).print(f"wrote {', '.join(sections)} into {write}")
+
+
+def _environment(machine: str, versions: dict[str, str]) -> str:
+    libraries = ", ".join(f"{name} {version}" for name, version in versions.items())
+    return (
+        f"Measured {date.today().isoformat()} on {machine} ({platform.system()}, "
+        f"{os.cpu_count()} cores shared with other jobs: timings are best-of-N and noisy); "
+        f"{libraries}."
+    )
+
+
+def update_sections(path: Path, sections: dict[str, str]) -> None:
+    """Replace the bodies of `## <title>` sections in a markdown file, creating what is missing.
+
+    Other sections (the service benchmarks another tool writes) are left as they are; a new
+    file gets every heading of DOC_SECTIONS in order.
+    """
+    path = Path(path)
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    if not text.strip():
+        text = DOC_TITLE + "\n\n" + "\n\n".join(
+            f"## {title}\n\n_Not measured yet._\n" for title in DOC_SECTIONS
+        )
+    for title, body in sections.items():
+        heading = re.compile(rf"^## {re.escape(title)}[ \t]*\n.*?(?=^## |\Z)", re.M | re.S)
+        replacement = f"## {title}\n\n{body.strip()}\n\n"
+        if heading.search(text):
+            text = heading.sub(lambda _, new=replacement: new, text, count=1)
+        else:
+            text = text.rstrip("\n") + "\n\n" + replacement
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
+
+
+@bench_app.command("service")
+def service_command(
+    users: str = typer.Option("1,8,32,64", help="concurrency levels, comma separated"),
+    duration: float = typer.Option(20.0, help="counted seconds per level and mode"),
+    warmup: float = typer.Option(3.0, help="uncounted seconds before each measurement"),
+    rounds: int = typer.Option(2, help="slices per level, alternating the modes"),
+    beam_size: int = typer.Option(1, help="1 is greedy"),
+    max_length: int = typer.Option(128, help="max_length per request"),
+    texts_per_request: int = typer.Option(1),
+    model: str = typer.Option("transformer", help="transformer or rnnsearch"),
+    store: str = typer.Option("", help="model store root; default ./model_store"),
+    random_preset: str = typer.Option("small", help="weights used when the store lacks the model"),
+    batch_wait_timeout: float = typer.Option(
+        -1.0, help="batch_wait_timeout_s for both modes; negative keeps the shipped config's"
+    ),
+    as_json: bool = typer.Option(False, "--json"),
+    write: str = typer.Option(
+        "", help="also write its section into this markdown file (docs/benchmarks.md)"
+    ),
+):
+    """Dynamic batching on (max_batch_size 32) vs off (1) through HTTP: req/s and latency."""
+    import contextlib
+    import sys
+
+    from service.bench.service import (
+        SECTION_TITLE,
+        benchmark_service,
+        service_markdown,
+        service_table,
+    )
+
+    console = Console(stderr=True)
+    # Ray prints its own messages (e.g. at shutdown) to stdout; keep stdout for the result.
+    with contextlib.redirect_stdout(sys.stderr):
+        result = benchmark_service(
+            [int(u) for u in users.split(",") if u.strip()],
+            duration_s=duration,
+            warmup_s=warmup,
+            rounds=rounds,
+            beam_size=beam_size,
+            max_length=max_length,
+            texts_per_request=texts_per_request,
+            model=model,
+            store=Path(store) if store else None,
+            random_preset=random_preset,
+            batch_wait_timeout_s=batch_wait_timeout if batch_wait_timeout >= 0 else None,
+            command="python -m service bench service " + " ".join(sys.argv[3:]),
+            progress=lambda message: console.print(f"[dim]{message}[/dim]"),
+        )
+    if write:
+        update_sections(Path(write), {SECTION_TITLE: service_markdown(result)})
+        console.print(f"wrote {SECTION_TITLE} into {write}")
+    if as_json:
+        print(json.dumps(result.to_dict()))
+        return
+    Console().print(service_table(result))
+    target = result.target
+    Console().print(
+        f"{target['users']} users: {target['measured']}x with batching "
+        f"(target {target['speedup']}x: {'met' if target['met'] else 'NOT met'}); "
+        f"load average {result.load_average['before']} -> {result.load_average['after']}"
+    )
+    for note in result.notes:
+        Console().print(f"note: {note}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 from dataclasses import asdict, dataclass
@@ -28,6 +29,7 @@ class DecodeBenchmark:
     speedup: float
     identical: bool
     machine: str
+    load_average: float = 0.0  # 1-minute load when the benchmark ended (shared machines)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -88,4 +90,21 @@ def benchmark_decode(
         speedup=round(uncached_s / cached_s, 2),
         identical=identical,
         machine=f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+        load_average=round(os.getloadavg()[0], 2),
     )
+
+
+def decode_markdown(results: list[DecodeBenchmark]) -> str:
+    """A markdown table of `bench decode` results, one row per search setting."""
+    lines = [
+        "| arch | preset | batch | beam | new tokens | threads | cache on tok/s "
+        "| cache off tok/s | speedup | identical |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r.arch} | {r.preset} | {r.batch_size} | {r.beam_size} | {r.new_tokens} "
+            f"| {r.threads} | {r.cached_tokens_per_s:,.0f} | {r.uncached_tokens_per_s:,.0f} "
+            f"| {r.speedup:.2f}x | {'yes' if r.identical else 'NO'} |"
+        )
+    return "\n".join(lines)

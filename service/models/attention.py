@@ -13,52 +13,123 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+REORDER_HEADROOM = 16  # positions a reordered KV cache can append before its buffers grow
+
 
 @dataclass
 class KVCache:
     """Keys and values of one attention layer, written step by step into preallocated buffers.
 
-    Preallocating (gpt-fast style) turns each step's append into an in-place slice copy instead
-    of a `torch.cat` that reallocates the whole history.
+    Preallocating (gpt-fast style) turns each step's append into an in-place copy instead of a
+    `torch.cat` that reallocates the whole history. The buffers are time-major, so the filled
+    prefix is one contiguous block and positions past `length` are never read (they start
+    uninitialized). A reorder (every beam step) copies only that block into buffers with a
+    little headroom: copying or even allocating `max_len` positions per step would cost far
+    more than the step itself (fresh pages of a buffer that large fault in on every step).
+    Appends beyond the headroom grow the buffers geometrically, up to `max_len`.
     """
 
-    keys: Tensor  # (B, H, T_max, D)
-    values: Tensor  # (B, H, T_max, D)
+    keys: Tensor  # (T_capacity, B, H, D)
+    values: Tensor  # (T_capacity, B, H, D)
     length: int = 0
+    max_len: int | None = None  # None: the buffers' capacity
 
     @classmethod
     def empty(
         cls, batch: int, heads: int, max_len: int, head_dim: int, like: Tensor
     ) -> KVCache:
-        shape = (batch, heads, max_len, head_dim)
-        return cls(like.new_zeros(shape), like.new_zeros(shape), 0)
+        shape = (max_len, batch, heads, head_dim)
+        return cls(like.new_empty(shape), like.new_empty(shape), 0, max_len)
+
+    @property
+    def limit(self) -> int:
+        return self.keys.shape[0] if self.max_len is None else self.max_len
 
     def append(self, keys: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
-        """Store (B, H, t, D) new entries; return every entry so far."""
+        """Store (B, H, t, D) new entries; return every entry so far as (B, H, T, D) views."""
         end = self.length + keys.shape[2]
-        if end > self.keys.shape[2]:
-            raise ValueError(f"KV cache holds {self.keys.shape[2]} positions, asked for {end}")
-        self.keys[:, :, self.length : end] = keys
-        self.values[:, :, self.length : end] = values
+        if end > self.limit:
+            raise ValueError(f"KV cache holds {self.limit} positions, asked for {end}")
+        if end > self.keys.shape[0]:
+            capacity = min(self.limit, max(end, 2 * self.keys.shape[0]))
+            self.keys = self._resized(self.keys, capacity)
+            self.values = self._resized(self.values, capacity)
+        self.keys[self.length : end] = keys.permute(2, 0, 1, 3)
+        self.values[self.length : end] = values.permute(2, 0, 1, 3)
         self.length = end
-        return self.keys[:, :, :end], self.values[:, :, :end]
+        return self.keys[:end].permute(1, 2, 0, 3), self.values[:end].permute(1, 2, 0, 3)
 
     def reorder(self, index: Tensor) -> KVCache:
-        """Select batch rows (beam reordering, dropping finished rows)."""
+        """Select batch rows (beam reordering, dropping finished rows) into fresh buffers."""
+        capacity = min(self.limit, self.length + REORDER_HEADROOM)
         return KVCache(
-            self.keys.index_select(0, index), self.values.index_select(0, index), self.length
+            self._resized(self.keys, capacity, index),
+            self._resized(self.values, capacity, index),
+            self.length,
+            self.max_len,
         )
+
+    def _resized(self, buffer: Tensor, capacity: int, index: Tensor | None = None) -> Tensor:
+        rows = buffer.shape[1] if index is None else index.shape[0]
+        resized = buffer.new_empty((capacity, rows, *buffer.shape[2:]))
+        filled = buffer[: self.length]
+        if index is not None and not filled.requires_grad:  # out= has no autograd
+            torch.index_select(filled, 1, index, out=resized[: self.length])
+        else:
+            resized[: self.length] = filled if index is None else filled.index_select(1, index)
+        return resized
 
 
 @dataclass(frozen=True)
 class StaticKV:
-    """Projected keys and values of a fixed memory (the encoder output): computed once per source."""
+    """Projected keys and values of a fixed memory (the encoder output): computed once per source.
 
-    keys: Tensor  # (B, H, S, D)
-    values: Tensor  # (B, H, S, D)
+    `group` consecutive query rows share each memory row: beam search keeps one copy per
+    sentence for its K beams instead of K copies, so the projections are computed once, a beam
+    reorder copies nothing, and the K beams' queries attend to that copy together.
+    """
+
+    keys: Tensor  # (N, H, S, D)
+    values: Tensor  # (N, H, S, D)
+    group: int = 1  # query rows per memory row: the query batch is N * group
 
     def reorder(self, index: Tensor) -> StaticKV:
-        return StaticKV(self.keys.index_select(0, index), self.values.index_select(0, index))
+        """Select query rows `index` (B',); memory rows are shared whenever `index` allows."""
+        entries, group = shared_rows(index, self.group, self.keys.shape[0])
+        return self.select(entries, group)
+
+    def select(self, entries: Tensor | None, group: int) -> StaticKV:
+        """Keep memory rows `entries` (None: all, in order), each shared by `group` query rows."""
+        if entries is None:
+            return StaticKV(self.keys, self.values, group)
+        return StaticKV(
+            self.keys.index_select(0, entries), self.values.index_select(0, entries), group
+        )
+
+
+def shared_rows(index: Tensor, group: int, entries: int) -> tuple[Tensor | None, int]:
+    """How a selection of query rows can keep sharing memory rows.
+
+    The current batch has `entries` memory rows, each shared by `group` consecutive query rows;
+    `index` (B',) picks the new query rows. Returns the memory rows to keep (None when all are
+    kept in order, so nothing is copied) and how many consecutive new rows share each. When
+    `index` mixes memory rows within a run it falls back to one memory row per query row.
+    """
+    owners = index // group  # (B',) memory row of each new query row
+    if owners.numel() == 0:
+        return owners, 1
+    changes = (owners[1:] != owners[:-1]).nonzero()
+    run = int(changes[0]) + 1 if changes.numel() else owners.shape[0]
+    if owners.shape[0] % run == 0:
+        runs = owners.reshape(-1, run)
+        if bool((runs == runs[:, :1]).all()):
+            kept = runs[:, 0]
+            if kept.shape[0] == entries and torch.equal(
+                kept, torch.arange(entries, device=kept.device)
+            ):
+                return None, run
+            return kept, run
+    return owners, 1
 
 
 class MultiHeadAttention(nn.Module):
@@ -80,8 +151,10 @@ class MultiHeadAttention(nn.Module):
         batch, length, _ = x.shape
         return x.view(batch, length, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
 
-    def project_kv(self, memory: Tensor) -> StaticKV:
-        return StaticKV(self.split_heads(self.k_proj(memory)), self.split_heads(self.v_proj(memory)))
+    def project_kv(self, memory: Tensor, group: int = 1) -> StaticKV:
+        return StaticKV(
+            self.split_heads(self.k_proj(memory)), self.split_heads(self.v_proj(memory)), group
+        )
 
     def forward(
         self,
@@ -95,14 +168,20 @@ class MultiHeadAttention(nn.Module):
     ) -> tuple[Tensor, Tensor | None]:
         """Attend from `query` (B, T, C) to keys and values from one of three sources.
 
-        - `static_kv`: precomputed cross-attention keys/values (decoding);
+        - `static_kv`: precomputed cross-attention keys/values (decoding); with
+          `static_kv.group = g`, the B = N * g query rows are attended in N groups of g and
+          `mask` is per group, broadcastable to (N, H, g * T, S);
         - `cache`: self-attention during incremental decoding; new keys are appended;
         - otherwise `memory` (or `query` itself for self-attention) is projected now.
 
         `mask` is boolean and broadcastable to (B, H, T, S), True where attention is allowed.
         Returns the output (B, T, C) and, if asked, the head-averaged weights (B, T, S).
         """
-        q = self.split_heads(self.q_proj(query))  # (B, H, T, D)
+        batch, length, channels = query.shape
+        group = 1 if static_kv is None else static_kv.group
+        if group > 1:  # rows sharing a memory row become one row of g * T queries
+            query = query.reshape(batch // group, group * length, channels)
+        q = self.split_heads(self.q_proj(query))  # (B / g, H, g * T, D)
         if static_kv is not None:
             k, v = static_kv.keys, static_kv.values
         else:
@@ -118,10 +197,9 @@ class MultiHeadAttention(nn.Module):
                 scores = scores.masked_fill(~mask, float("-inf"))
             weights = F.dropout(scores.softmax(-1), dropout, self.training)
             out = weights @ v
-            averaged = weights.mean(1)
+            averaged = weights.mean(1).reshape(batch, length, -1)  # (B, T, S)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
             averaged = None
-        batch, _, length, _ = out.shape
-        out = out.transpose(1, 2).reshape(batch, length, -1)  # (B, T, C)
+        out = out.transpose(1, 2).reshape(batch, length, channels)  # (B, T, C)
         return self.out_proj(out), averaged

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from service.models.attention import KVCache, MultiHeadAttention, StaticKV
+from service.models.attention import KVCache, MultiHeadAttention, StaticKV, shared_rows
 
 ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "swish": F.silu, "silu": F.silu}
 
@@ -140,11 +140,40 @@ class DecoderLayer(FeedForwardMixin, nn.Module):
 
 @dataclass
 class EncoderOutput:
-    memory: Tensor  # (B, S, C)
-    mask: Tensor  # (B, S) True on real tokens
+    """Encoder states of N sources, standing for N * group decoder rows.
+
+    Beam search asks for each source K times; `reorder` notices when a selection repeats each
+    memory row over consecutive rows and records that as `group` instead of copying the
+    memory K times (see `StaticKV`).
+    """
+
+    memory: Tensor  # (N, S, C)
+    mask: Tensor  # (N, S) True on real tokens
+    group: int = 1  # decoder rows per memory row
+
+    @property
+    def rows(self) -> int:
+        return self.memory.shape[0] * self.group
 
     def reorder(self, index: Tensor) -> EncoderOutput:
-        return EncoderOutput(self.memory.index_select(0, index), self.mask.index_select(0, index))
+        entries, group = shared_rows(index, self.group, self.memory.shape[0])
+        return self.select(entries, group)
+
+    def select(self, entries: Tensor | None, group: int) -> EncoderOutput:
+        if entries is None:
+            return EncoderOutput(self.memory, self.mask, group)
+        return EncoderOutput(
+            self.memory.index_select(0, entries), self.mask.index_select(0, entries), group
+        )
+
+    def expanded(self) -> EncoderOutput:
+        """One memory row per decoder row (for the teacher-forced and uncached paths)."""
+        if self.group == 1:
+            return self
+        return EncoderOutput(
+            self.memory.repeat_interleave(self.group, 0),
+            self.mask.repeat_interleave(self.group, 0),
+        )
 
 
 @dataclass
@@ -223,6 +252,7 @@ class Transformer(nn.Module):
         """
         length = tgt_in.shape[1]
         causal = torch.ones(length, length, dtype=torch.bool, device=tgt_in.device).tril()
+        encoder = encoder.expanded()
         memory_mask = encoder.mask[:, None, None, :]
         x = self.embed(tgt_in)
         weights = None
@@ -251,12 +281,15 @@ class Transformer(nn.Module):
         need_alignment: bool = False,
     ) -> TransformerState:
         if not use_cache:
-            empty = encoder.mask.new_zeros((encoder.mask.shape[0], 0), dtype=torch.long)
+            empty = encoder.mask.new_zeros((encoder.rows, 0), dtype=torch.long)
             return TransformerState(encoder, None, None, empty, 0, need_alignment)
-        batch = encoder.memory.shape[0]
+        batch = encoder.rows
         heads = self.config.n_heads
         head_dim = self.config.d_model // heads
-        cross = [layer.encoder_attn.project_kv(encoder.memory) for layer in self.decoder.layers]
+        cross = [
+            layer.encoder_attn.project_kv(encoder.memory, encoder.group)
+            for layer in self.decoder.layers
+        ]
         caches = [
             KVCache.empty(batch, heads, max_len, head_dim, encoder.memory)
             for _ in self.decoder.layers
@@ -275,7 +308,7 @@ class Transformer(nn.Module):
             return self.logits(hidden[:, -1]), None if weights is None else weights[:, -1]
 
         x = self.embed(tokens[:, None], start=state.position)  # (B, 1, C)
-        memory_mask = state.encoder.mask[:, None, None, :]
+        memory_mask = state.encoder.mask[:, None, None, :]  # (N, 1, 1, S): one per memory row
         weights = None
         for i, layer in enumerate(self.decoder.layers):
             last = i == len(self.decoder.layers) - 1
@@ -291,11 +324,13 @@ class Transformer(nn.Module):
         return self.logits(x[:, 0]), None if weights is None else weights[:, 0]
 
     def reorder_state(self, state: TransformerState, index: Tensor) -> TransformerState:
+        encoder = state.encoder
+        entries, group = shared_rows(index, encoder.group, encoder.memory.shape[0])
         return TransformerState(
-            encoder=state.encoder.reorder(index),
+            encoder=encoder.select(entries, group),
             cross_attn=None
             if state.cross_attn is None
-            else [kv.reorder(index) for kv in state.cross_attn],
+            else [kv.select(entries, group) for kv in state.cross_attn],
             self_attn=None
             if state.self_attn is None
             else [cache.reorder(index) for cache in state.self_attn],

@@ -19,7 +19,7 @@ from ray import serve
 from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
-from service.api.backend import JobResult, ModelStatus, TranslationJob
+from service.api.backend import ItemOutcome, JobResult, ModelStatus, TranslationJob
 from service.api.catalog import Catalog, ServedModel
 from service.api.errors import ApiError, overloaded
 from service.api.experiments import DEFAULT_FEEDBACK_CAPACITY, ExperimentConfig
@@ -27,7 +27,7 @@ from service.api.routes import create_app
 from service.api.schemas import ApiSettings
 from service.decoding.translator import Translator
 from service.metrics import IngressMetrics, ModelMetrics
-from service.serving.batcher import BatchItem, BatchReport, decode_batch
+from service.serving.batcher import BatchItem, BatchReport, DecodeQueue, decode_batch
 from service.serving.config import BatchingConfig, RuntimeArgs
 from service.serving.generation import GenerationClient, ServedGenerator
 
@@ -88,6 +88,9 @@ class TranslatorDeployment:
             max_source_tokens=spec.max_source_tokens,
         )
         self.batching = BatchingConfig()
+        self.queue = DecodeQueue(
+            self._decode, self.batching.max_batch_size, self.batching.batch_wait_timeout_s
+        )
         self.decode_calls = 0
         self.texts_decoded = 0
         self.largest_call = 0
@@ -109,15 +112,14 @@ class TranslatorDeployment:
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Live batching settings from `user_config`; invalid values fail the update loudly."""
         self.batching = BatchingConfig.model_validate(user_config or {})
-        self._decode.set_max_batch_size(self.batching.max_batch_size)
-        self._decode.set_batch_wait_timeout_s(self.batching.batch_wait_timeout_s)
+        self.queue.configure(self.batching.max_batch_size, self.batching.batch_wait_timeout_s)
 
     async def translate(self, job: TranslationJob) -> JobResult:
         """Fan the job's texts into the batch queue; they may share batches with other jobs."""
         received = time.perf_counter()
         items = [BatchItem(text, job.options) for text in job.texts]
         try:
-            outcomes = await asyncio.gather(*(self._decode(item) for item in items))
+            outcomes = await asyncio.gather(*(self.queue.submit(item) for item in items))
         except asyncio.CancelledError:
             for item in items:
                 item.cancelled = True
@@ -129,8 +131,7 @@ class TranslatorDeployment:
             wall_s=time.perf_counter() - received,
         )
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
-    async def _decode(self, items: list[BatchItem]):
+    async def _decode(self, items: list[BatchItem]) -> list[ItemOutcome]:
         # In a worker thread, so the event loop keeps accepting (and batching) new requests
         # while this batch computes.
         report = BatchReport()

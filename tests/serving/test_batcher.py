@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from pydantic import ValidationError
 
 from service.api.backend import JobResult
 from service.decoding.search import DecodeOptions
 from service.decoding.translator import Translator
-from service.serving.batcher import BatchItem, BatchReport, decode_batch
+from service.serving.batcher import BatchItem, BatchReport, DecodeQueue, decode_batch
 from service.serving.config import RuntimeArgs
 from service.serving.deployments import LoadSpec, TranslatorDeployment
 
@@ -85,10 +87,45 @@ def test_reconfigure_sets_live_batching(deployment):
     deployment.reconfigure({"max_batch_size": 5, "batch_wait_timeout_s": 0.25})
     info = deployment.info()
     assert (info["max_batch_size"], info["batch_wait_timeout_s"]) == (5, 0.25)
-    assert deployment._decode._get_max_batch_size() == 5
-    assert deployment._decode._get_batch_wait_timeout_s() == 0.25
+    assert deployment.queue.max_batch_size == 5
+    assert deployment.queue.batch_wait_timeout_s == 0.25
     assert (info["device"], info["dtype"]) == ("cpu", "float32")
     with pytest.raises(ValidationError):
         deployment.reconfigure({"max_batch_size": 0})
     with pytest.raises(ValidationError):
         deployment.reconfigure({"max_batch_size": 4, "typo": 1})
+
+
+def test_the_decode_queue_batches_everything_that_arrives_during_a_decode():
+    calls: list[int] = []
+
+    async def slow_decode(items):
+        calls.append(len(items))
+        await asyncio.sleep(0.05)
+        return [f"done {item.text}" for item in items]
+
+    async def scenario():
+        queue = DecodeQueue(slow_decode, max_batch_size=8, batch_wait_timeout_s=0.0)
+        first = asyncio.create_task(queue.submit(BatchItem("0", GREEDY)))
+        await asyncio.sleep(0.01)  # the first batch is decoding now
+        rest = [asyncio.create_task(queue.submit(BatchItem(str(i), GREEDY))) for i in range(1, 11)]
+        return await first, await asyncio.gather(*rest)
+
+    first, rest = asyncio.run(scenario())
+    assert first == "done 0" and rest == [f"done {i}" for i in range(1, 11)]
+    assert calls == [1, 8, 2]  # arrivals during a decode share the next batch, up to the cap
+
+
+def test_a_failed_decode_fails_its_batch_and_the_queue_keeps_serving():
+    async def flaky(items):
+        if any(item.text == "bad" for item in items):
+            raise RuntimeError("boom")
+        return [item.text for item in items]
+
+    async def scenario():
+        queue = DecodeQueue(flaky, max_batch_size=1, batch_wait_timeout_s=0.0)
+        with pytest.raises(RuntimeError, match="boom"):
+            await queue.submit(BatchItem("bad", GREEDY))
+        return await queue.submit(BatchItem("good", GREEDY))
+
+    assert asyncio.run(scenario()) == "good"

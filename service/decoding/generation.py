@@ -132,8 +132,10 @@ class GenerationEngine:
                 [s.prompt_ids for s in admitted], width
             )
             logits.append(prefill_logits)
-            self.state = prefill_state if self.state is None else LanguageModel.merge(
-                self.state, prefill_state
+            self.state = (
+                prefill_state
+                if self.state is None
+                else LanguageModel.merge(self.state, prefill_state)
             )
             self.running.extend(admitted)
         if not logits:
@@ -156,7 +158,9 @@ class GenerationEngine:
         if params.temperature == 0:
             return int(log_probs.argmax(-1))
         return int(
-            sample_next(log_probs, params.temperature, params.top_k, params.top_p, sequence.generator)
+            sample_next(
+                log_probs, params.temperature, params.top_k, params.top_p, sequence.generator
+            )
         )
 
     def _advance(self, sequence: _Sequence, token: int) -> GenerationOutput:

@@ -144,7 +144,7 @@ def sample_or_greedy(
         token_scores = log_probs.gather(1, tokens[:, None]).squeeze(1)
         live = []
         for slot, (row, token, score) in enumerate(
-            zip(rows.tolist(), tokens.tolist(), token_scores.tolist())
+            zip(rows.tolist(), tokens.tolist(), token_scores.tolist(), strict=True)
         ):
             scores[row] += score
             if attention is not None:
@@ -195,12 +195,16 @@ class _Finished:
         del self.items[self.capacity :]
 
 
-def beam_search(model: Seq2SeqDecoder, src: Tensor, options: DecodeOptions) -> list[list[Hypothesis]]:
+def beam_search(
+    model: Seq2SeqDecoder, src: Tensor, options: DecodeOptions
+) -> list[list[Hypothesis]]:
     config = model.config
     batch, k = src.shape[0], options.beam_size
     device = src.device
     encoder = model.encode(src).reorder(torch.arange(batch, device=device).repeat_interleave(k))
-    state = model.init_state(encoder, options.max_length, options.use_cache, options.return_alignment)
+    state = model.init_state(
+        encoder, options.max_length, options.use_cache, options.return_alignment
+    )
     source_lengths = _source_lengths(model, src)
     live = list(range(batch))  # sentences still searching; each owns K consecutive rows
     beam_scores = torch.full((batch, k), NEG_INF, device=device)
@@ -217,8 +221,8 @@ def beam_search(model: Seq2SeqDecoder, src: Tensor, options: DecodeOptions) -> l
         logits, attention = model.step(tokens, state)
         if attention is not None:
             attention = attention[:, None]
-            attn_history = attention if attn_history is None else torch.cat(
-                [attn_history, attention], 1
+            attn_history = (
+                attention if attn_history is None else torch.cat([attn_history, attention], 1)
             )  # (rows, t, S)
         n_live = len(live)
         vocab = logits.shape[-1]
@@ -229,7 +233,12 @@ def beam_search(model: Seq2SeqDecoder, src: Tensor, options: DecodeOptions) -> l
 
         next_rows, next_tokens, next_scores, still_live = [], [], [], []
         for slot, sentence in enumerate(live):
-            cands = zip(top_scores[slot].tolist(), top_beams[slot].tolist(), top_tokens[slot].tolist())
+            cands = zip(
+                top_scores[slot].tolist(),
+                top_beams[slot].tolist(),
+                top_tokens[slot].tolist(),
+                strict=True,
+            )
             chosen = []
             # Decided before the step, as in HF: a full set still takes better hypotheses
             # finishing now unless early_stopping=True closed it in an earlier step.

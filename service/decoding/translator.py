@@ -102,7 +102,7 @@ class Translator:
         ):
             batch = pad_batch([sources[i] for i in indices], self.tokenizer.pad_id, self.device)
             hypotheses = generate(self.model, batch, options)
-            for index, nbest in zip(indices, hypotheses):
+            for index, nbest in zip(indices, hypotheses, strict=True):
                 results[index] = Translation(
                     [self._candidate(sources[index], h, options) for h in nbest],
                     input_tokens=len(sources[index]),

@@ -35,9 +35,7 @@ class KVCache:
     max_len: int | None = None  # None: the buffers' capacity
 
     @classmethod
-    def empty(
-        cls, batch: int, heads: int, max_len: int, head_dim: int, like: Tensor
-    ) -> KVCache:
+    def empty(cls, batch: int, heads: int, max_len: int, head_dim: int, like: Tensor) -> KVCache:
         shape = (max_len, batch, heads, head_dim)
         return cls(like.new_empty(shape), like.new_empty(shape), 0, max_len)
 

@@ -16,7 +16,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from service.models.transformer import ACTIVATIONS, DecoderLayer, sinusoidal_positions
+from service.models.transformer import (
+    ACTIVATIONS,
+    DecoderLayer,
+    init_weights,
+    sinusoidal_positions,
+)
 
 
 @dataclass(frozen=True)
@@ -92,23 +97,19 @@ class LanguageModel(nn.Module):
     def __init__(self, config: LMConfig):
         super().__init__()
         self.config = config
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.d_model, padding_idx=config.pad_id)
+        self.embed_tokens = nn.Embedding(
+            config.vocab_size, config.d_model, padding_idx=config.pad_id
+        )
         self.layers = nn.ModuleList(
             DecoderLayer(config, cross_attention=False) for _ in range(config.n_layers)
         )
         self.register_buffer(
-            "positions", sinusoidal_positions(config.max_positions, config.d_model), persistent=False
+            "positions",
+            sinusoidal_positions(config.max_positions, config.d_model),
+            persistent=False,
         )
         self.embed_scale = math.sqrt(config.d_model)
-        self.apply(self._init_weights)
-
-    def _init_weights(self, module: nn.Module):
-        if isinstance(module, nn.Linear):
-            nn.init.xavier_uniform_(module.weight)
-            nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, std=self.config.d_model**-0.5)
-            nn.init.zeros_(module.weight[self.config.pad_id])
+        init_weights(self, config.d_model, config.pad_id)
 
     def embed(self, tokens: Tensor, positions: Tensor) -> Tensor:
         if int(positions.max()) >= self.config.max_positions:
@@ -175,7 +176,7 @@ class LanguageModel(nn.Module):
         x = self.embed(tokens[:, None], lengths[:, None])  # (B, 1, C)
         visible = torch.arange(width, device=tokens.device)[None, :] <= lengths[:, None]
         mask = visible[:, None, None, :]  # (B, 1, 1, W): each row sees its own prefix only
-        for layer, cache in zip(self.layers, state.caches):
+        for layer, cache in zip(self.layers, state.caches, strict=True):
             cache.lengths = lengths
             x, _ = layer(x, self_mask=mask, cache=cache)
         state.lengths = lengths + 1
@@ -196,8 +197,9 @@ class LanguageModel(nn.Module):
 
         caches = [
             RaggedKVCache(
-                torch.cat([widen(a.keys), widen(b.keys)]), torch.cat([widen(a.values), widen(b.values)])
+                torch.cat([widen(a.keys), widen(b.keys)]),
+                torch.cat([widen(a.values), widen(b.values)]),
             )
-            for a, b in zip(first.caches, second.caches)
+            for a, b in zip(first.caches, second.caches, strict=True)
         ]
         return LMState(caches, torch.cat([first.lengths, second.lengths]))

@@ -49,7 +49,9 @@ class Annotations:
     initial: Tensor  # (B, n) s_0 = tanh(W_s h_1 backward)
 
     def reorder(self, index: Tensor) -> Annotations:
-        return Annotations(*(t.index_select(0, index) for t in (self.states, self.mask, self.initial)))
+        return Annotations(
+            *(t.index_select(0, index) for t in (self.states, self.mask, self.initial))
+        )
 
 
 @dataclass
@@ -98,9 +100,7 @@ class RNNSearch(nn.Module):
         initial = torch.tanh(self.init_proj(backward_first))
         return Annotations(states, mask, initial)
 
-    def attend(
-        self, hidden: Tensor, keys: Tensor, encoder: Annotations
-    ) -> tuple[Tensor, Tensor]:
+    def attend(self, hidden: Tensor, keys: Tensor, encoder: Annotations) -> tuple[Tensor, Tensor]:
         """Additive attention: s_{i-1} (B, n) -> context (B, 2n), weights (B, S)."""
         energy = self.energy(torch.tanh(self.query_proj(hidden)[:, None] + keys)).squeeze(-1)
         weights = energy.masked_fill(~encoder.mask, float("-inf")).softmax(-1)

@@ -66,6 +66,20 @@ def sinusoidal_positions(n_positions: int, dim: int) -> Tensor:
     return table.float()  # (P, C)
 
 
+@torch.no_grad()
+def init_weights(model: nn.Module, d_model: int, pad_id: int):
+    """Xavier for projections; N(0, d^-1/2) embeddings, which the sqrt(d) scale brings to unit
+    size; the padding row zero (Marian's padding_idx)."""
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=d_model**-0.5)
+            module.weight[pad_id].zero_()
+
+
 class FeedForwardMixin:
     """fc1/fc2 sit directly on each layer, as in Marian's state dict."""
 
@@ -94,7 +108,9 @@ class EncoderLayer(FeedForwardMixin, nn.Module):
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         attended, _ = self.self_attn(x, mask=mask)
         x = self.self_attn_layer_norm(x + F.dropout(attended, self.dropout, self.training))
-        return self.final_layer_norm(x + F.dropout(self.feed_forward(x), self.dropout, self.training))
+        return self.final_layer_norm(
+            x + F.dropout(self.feed_forward(x), self.dropout, self.training)
+        )
 
 
 class DecoderLayer(FeedForwardMixin, nn.Module):
@@ -208,18 +224,12 @@ class Transformer(nn.Module):
         )
         self.register_buffer("final_logits_bias", torch.zeros(1, config.vocab_size))
         self.register_buffer(
-            "positions", sinusoidal_positions(config.max_positions, config.d_model), persistent=False
+            "positions",
+            sinusoidal_positions(config.max_positions, config.d_model),
+            persistent=False,
         )
         self.embed_scale = math.sqrt(config.d_model) if config.scale_embedding else 1.0
-        self.apply(self._init_weights)
-
-    def _init_weights(self, module: nn.Module):
-        if isinstance(module, nn.Linear):
-            nn.init.xavier_uniform_(module.weight)
-            nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, std=self.config.d_model**-0.5)
-            nn.init.zeros_(module.weight[self.config.pad_id])
+        init_weights(self, config.d_model, config.pad_id)
 
     def embed(self, tokens: Tensor, start: int = 0) -> Tensor:
         length = tokens.shape[1]

@@ -58,7 +58,9 @@ def test_a_seed_fixes_the_text_whatever_else_is_in_the_batch(engine):
         ],
     )
     assert alone["a"] == crowded["a"]
-    other_seed, _, _ = run(engine, [("a", "in the beginning", SamplingParams(20, 0.9, 0, 0.95, 12))])
+    other_seed, _, _ = run(
+        engine, [("a", "in the beginning", SamplingParams(20, 0.9, 0, 0.95, 12))]
+    )
     assert other_seed["a"] != alone["a"]
 
 

@@ -19,7 +19,7 @@ def tiny_model(arch: str, seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
     model = build_model(arch, make_config(arch, "tiny", vocab_size=VOCAB)).eval()
     with torch.no_grad():  # sharper distributions than the init gives: fewer near-ties
-        for name, param in model.named_parameters():
+        for _name, param in model.named_parameters():
             if param.dim() > 1:
                 param.mul_(3.0)
     return model.double()  # float64: decisions never hinge on rounding
@@ -60,9 +60,11 @@ def test_cached_and_uncached_decoding_give_identical_tokens(arch, beam_size):
     model = tiny_model(arch)
     options = DecodeOptions(beam_size=beam_size, n_best=beam_size, max_length=15)
     cached = generate(model, source_batch(), options)
-    uncached = generate(model, source_batch(), DecodeOptions(**{**vars(options), "use_cache": False}))
+    uncached = generate(
+        model, source_batch(), DecodeOptions(**{**vars(options), "use_cache": False})
+    )
     assert tokens(cached) == tokens(uncached)
-    for a, b in zip(cached, uncached):
+    for a, b in zip(cached, uncached, strict=True):
         assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-9)
 
 
@@ -203,10 +205,12 @@ class ScriptedDecoder:
     def step(self, tokens, state):
         self.rows_per_step.append(len(tokens))
         if state.started:
-            state.prefixes = [p + (t,) for p, t in zip(state.prefixes, tokens.tolist())]
+            state.prefixes = [
+                p + (t,) for p, t in zip(state.prefixes, tokens.tolist(), strict=True)
+            ]
         state.started = True
         logits = torch.full((len(tokens), 5), float("-inf"), dtype=torch.float64)
-        for row, (source, prefix) in enumerate(zip(state.sources, state.prefixes)):
+        for row, (source, prefix) in enumerate(zip(state.sources, state.prefixes, strict=True)):
             script = SCRIPT if source == SCRIPTED_SOURCE else {}
             for token, prob in script.get(prefix, DEFAULT).items():
                 logits[row, token] = math.log(prob)

@@ -26,7 +26,7 @@ def test_prefill_and_steps_match_full_recomputation_for_ragged_rows(lm):
     torch.testing.assert_close(logits, last_logits(lm, sequences))
     for _ in range(6):
         tokens = logits.argmax(-1)
-        sequences = [s + [t] for s, t in zip(sequences, tokens.tolist())]
+        sequences = [s + [t] for s, t in zip(sequences, tokens.tolist(), strict=True)]
         logits = lm.step(tokens, state)
         torch.testing.assert_close(logits, last_logits(lm, sequences))
 
@@ -37,7 +37,7 @@ def test_a_request_merged_mid_flight_sees_only_its_own_prefix(lm):
     logits, state = lm.prefill(running, max_len=10)
     for _ in range(2):  # the running batch moves on before the newcomer arrives
         tokens = logits.argmax(-1)
-        running = [s + [t] for s, t in zip(running, tokens.tolist())]
+        running = [s + [t] for s, t in zip(running, tokens.tolist(), strict=True)]
         logits = lm.step(tokens, state)
 
     newcomer = [2, 3, 4, 5, 6, 7, 8, 9, 10]
@@ -46,7 +46,7 @@ def test_a_request_merged_mid_flight_sees_only_its_own_prefix(lm):
     assert merged.caches[0].keys.shape[2] == 16
 
     tokens = torch.cat([logits.argmax(-1), new_logits.argmax(-1)])
-    sequences = [s + [t] for s, t in zip(running + [newcomer], tokens.tolist())]
+    sequences = [s + [t] for s, t in zip(running + [newcomer], tokens.tolist(), strict=True)]
     torch.testing.assert_close(lm.step(tokens, merged), last_logits(lm, sequences))
 
     only_newcomer = lm.reorder_state(merged, torch.tensor([2]))

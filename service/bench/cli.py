@@ -80,6 +80,9 @@ def peers_command(
     ] = None,
     max_length: Annotated[int, typer.Option(help="generated tokens at most, EOS included")] = 256,
     length_penalty: Annotated[float, typer.Option()] = 1.0,
+    early_stopping: Annotated[
+        bool, typer.Option(help="ours and Hugging Face: stop at beam_size finished hypotheses")
+    ] = False,
     threads: Annotated[
         int, typer.Option(help="threads for every engine; 0 keeps torch's default")
     ] = 0,
@@ -95,22 +98,15 @@ def peers_command(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ):
     """Ours vs Hugging Face generate vs CTranslate2 on identical weights and batches."""
-    beam_size = beam_size or [4]
-    results = _run_peers(
-        model,
-        version,
-        split,
-        limit,
-        batch_size,
-        beam_size,
-        max_length,
-        length_penalty,
-        threads,
-        repeats,
-        random,
-        preset,
-        output_length,
-        store,
+    subject = _subject(model, version, split, limit, random, preset, output_length, store)
+    results = _peers(
+        subject,
+        [(beam, early_stopping) for beam in beam_size or [4]],
+        batch_size=batch_size,
+        max_length=max_length,
+        length_penalty=length_penalty,
+        threads=threads or None,
+        repeats=repeats,
     )
     if as_json:
         dicts = [r.to_dict() for r in results]
@@ -124,7 +120,8 @@ def peers_command(
             "sentences/s",
             "target tokens/s",
             "identical to ours",
-            title=f"peers: {r.model}, beam {r.beam_size}, {r.sentences} sentences, "
+            title=f"peers: {r.model}, beam {r.beam_size} (early_stopping={r.early_stopping}), "
+            f"{r.sentences} sentences, "
             f"{r.threads} thread(s), load {r.load_average[0]}->{r.load_average[1]}",
         )
         for name, e in r.engines.items():
@@ -144,25 +141,10 @@ def peers_command(
         )
 
 
-def _run_peers(
-    model,
-    version,
-    split,
-    limit,
-    batch_size,
-    beams,
-    max_length,
-    length_penalty,
-    threads,
-    repeats,
-    random,
-    preset,
-    output_length,
-    store,
-):
-    from service.bench.peers import DEFAULT_STORE, benchmark_peers, resolve_subject
+def _subject(model, version, split, limit, random, preset, output_length, store):
+    from service.bench.peers import DEFAULT_STORE, resolve_subject
 
-    subject = resolve_subject(
+    return resolve_subject(
         model,
         version,
         split=split,
@@ -172,17 +154,15 @@ def _run_peers(
         output_length=output_length,
         store_root=store or DEFAULT_STORE,
     )
+
+
+def _peers(subject, searches: list[tuple[int, bool]], **options):
+    """One peers benchmark per (beam size, early_stopping)."""
+    from service.bench.peers import benchmark_peers
+
     return [
-        benchmark_peers(
-            subject,
-            batch_size=batch_size,
-            beam_size=beam,
-            max_length=max_length,
-            length_penalty=length_penalty,
-            threads=threads or None,
-            repeats=repeats,
-        )
-        for beam in beams
+        benchmark_peers(subject, beam_size=beam, early_stopping=early_stopping, **options)
+        for beam, early_stopping in searches
     ]
 
 
@@ -212,9 +192,14 @@ def all_command(
         ),
     ] = None,
 ):
-    """`bench decode` (each beam size) and `bench peers`; prints markdown sections."""
-    beam_size = beam_size or [1, 4]
+    """`bench decode` and `bench peers` for each beam size; prints markdown sections.
+
+    Beam searches run twice in `peers`: with our default `early_stopping=False`, and with
+    `True`, the stopping rule CTranslate2's beam search follows (outputs then comparable).
+    """
     from service.bench.peers import library_versions, machine_description, peers_markdown
+
+    beam_size = beam_size or [1, 4]
 
     decodes = [
         benchmark_decode(
@@ -226,24 +211,15 @@ def all_command(
         )
         for beam in beam_size
     ]
-    peer_results = _run_peers(
-        model,
-        version,
-        split,
-        limit,
-        batch_size,
-        beam_size,
-        256,
-        1.0,
-        threads,
-        repeats,
-        random,
-        "small",
-        40,
-        store,
+    subject = _subject(model, version, split, limit, random, "small", 40, store)
+    searches = [(beam, False) for beam in beam_size]
+    searches += [(beam, True) for beam in beam_size if beam > 1]
+    peer_results = _peers(
+        subject, searches, batch_size=batch_size, threads=threads or None, repeats=repeats
     )
     environment = _environment(machine_description(peer_results[0].threads), library_versions())
     beams = " ".join(f"--beam-size {b}" for b in beam_size)
+    beam_searches = " ".join(f"--beam-size {b}" for b in beam_size if b > 1)
     sections = {
         DOC_SECTIONS[0]: "\n\n".join(
             [
@@ -273,13 +249,17 @@ def all_command(
                 'timed), taking turns batch by batch. "Ours faster by" is their time over ours, '
                 "in wall seconds and in CPU seconds (the work done, which other jobs on a shared "
                 'machine disturb less); "identical to ours" is the share of sentences whose best '
-                "hypothesis equals ours token for token.",
+                "hypothesis equals ours token for token. CTranslate2 has one beam stopping rule, "
+                "that of `early_stopping=True` (a sentence ends once it has beam-size finished "
+                "hypotheses); our default, as Hugging Face's, is `False` (it ends when no running "
+                "beam can still win), which searches longer, so beam search is measured both ways.",
                 environment,
                 f"Command: `python -m service bench peers --model {model} --split {split} "
                 f"--limit {limit} --batch-size {batch_size} {beams} --repeats {repeats}"
                 + (f" --threads {threads}" if threads else "")
                 + (" --random" if random else "")
-                + "`",
+                + "`"
+                + (f", then with `{beam_searches} --early-stopping`" if beam_searches else ""),
                 peers_markdown(peer_results),
             ]
         ),

@@ -104,6 +104,7 @@ def test_benchmark_peers_reports_every_engine():
         assert report[f"ours_vs_{ratio}"] > 0
     assert report["sentences"] == 6 and report["threads"] == 1
     assert (report["min_length"], report["max_length"]) == (5, 5)
+    assert report["early_stopping"] is False
     assert set(report["versions"]) >= {"torch", "transformers", "ctranslate2"}
     assert len(report["load_average"]) == 3
     markdown = peers_markdown([result])
@@ -133,3 +134,15 @@ def test_an_empty_store_falls_back_to_a_random_model(tmp_path):
     subject = resolve_subject("transformer", store_root=tmp_path, limit=3, preset="tiny")
     assert "random tiny" in subject.description and "no 'transformer'" in subject.description
     assert len(subject.sources) == 3 and subject.fixed_length == 40
+
+
+@pytest.mark.parametrize("beam", [2, 4])
+def test_ctranslate2_beam_search_equals_ours_with_early_stopping(decisive, beam):
+    """CTranslate2 ends a sentence once it has beam-size finished hypotheses: our (and Hugging
+    Face's) early_stopping=True. With False the outputs differ on this subject."""
+    subject, _, ct2_dir = decisive
+    options = DecodeOptions(beam_size=beam, max_length=MAX_LENGTH, early_stopping=True)
+    ours = translate(ours_engine(subject.model, options), subject)
+    assert (
+        translate(ctranslate2_engine(ct2_dir, subject.pieces, options, 1, "<pad>"), subject) == ours
+    )

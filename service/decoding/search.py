@@ -201,19 +201,20 @@ def beam_search(
     config = model.config
     batch, k = src.shape[0], options.beam_size
     device = src.device
-    encoder = model.encode(src).reorder(torch.arange(batch, device=device).repeat_interleave(k))
+    # The first step runs one row per sentence: its K beams would all be the same start token
+    # (HF's beams 2..K start at -1e9 and cannot win a slot). The first reorder fans each row
+    # out to its K chosen beams.
     state = model.init_state(
-        encoder, options.max_length, options.use_cache, options.return_alignment
+        model.encode(src), options.max_length, options.use_cache, options.return_alignment
     )
     source_lengths = _source_lengths(model, src)
-    live = list(range(batch))  # sentences still searching; each owns K consecutive rows
-    beam_scores = torch.full((batch, k), NEG_INF, device=device)
-    beam_scores[:, 0] = 0.0
-    history = torch.empty((batch * k, 0), dtype=torch.long, device=device)
+    live = list(range(batch))  # sentences still searching; each owns `width` consecutive rows
+    width = 1
+    beam_scores = torch.zeros((batch, 1), device=device)
+    history = torch.empty((batch, 0), dtype=torch.long, device=device)
     attn_history: Tensor | None = None
-    tokens = torch.full((batch * k,), config.decoder_start_id, dtype=torch.long, device=device)
+    tokens = torch.full((batch,), config.decoder_start_id, dtype=torch.long, device=device)
     finished = [_Finished(k) for _ in range(batch)]
-    penalty = options.length_penalty
 
     for step in range(options.max_length):
         length = step + 1  # generated tokens including the one chosen now
@@ -224,60 +225,80 @@ def beam_search(
             attn_history = (
                 attention if attn_history is None else torch.cat([attn_history, attention], 1)
             )  # (rows, t, S)
+        scores, beams, words = _top_candidates(
+            _log_probs(model, logits, step, options), beam_scores, 2 * k
+        )  # (N, 2K) each, best first
         n_live = len(live)
-        vocab = logits.shape[-1]
-        log_probs = _log_probs(model, logits, step, options).view(n_live, k, vocab)
-        log_probs = log_probs + beam_scores[:, :, None]
-        top_scores, top_ids = log_probs.view(n_live, k * vocab).topk(2 * k, dim=1)
-        top_beams, top_tokens = top_ids // vocab, top_ids % vocab
+        rows = beams + torch.arange(n_live, device=device)[:, None] * width
+        ends = torch.ones_like(words, dtype=torch.bool) if last_step else words == config.eos_id
 
-        next_rows, next_tokens, next_scores, still_live = [], [], [], []
-        for slot, sentence in enumerate(live):
-            cands = zip(
-                top_scores[slot].tolist(),
-                top_beams[slot].tolist(),
-                top_tokens[slot].tolist(),
-                strict=True,
-            )
-            chosen = []
-            # Decided before the step, as in HF: a full set still takes better hypotheses
-            # finishing now unless early_stopping=True closed it in an earlier step.
-            accepting = not (options.early_stopping is True and finished[sentence].full)
-            for rank, (score, beam, token) in enumerate(cands):
-                row = slot * k + beam
-                if token == config.eos_id or last_step:
-                    if rank < k and accepting:
-                        finished[sentence].add(
-                            _hypothesis(
-                                history[row].tolist() + ([] if token == config.eos_id else [token]),
-                                score / length**penalty,
-                                attn_history,
-                                row,
-                                source_lengths[sentence],
-                                token == config.eos_id,
-                            )
-                        )
-                elif len(chosen) < k:
-                    chosen.append((score, row, token))
-            if last_step or _done(finished[sentence], chosen[0][0], length, options):
+        # Ending candidates count only within the top K, and only for sentences still taking
+        # hypotheses (decided before the step, as in HF: early_stopping=True closes a full set).
+        closed = [options.early_stopping is True and finished[s].full for s in live]
+        ending = ends[:, :k].nonzero().tolist()
+        if ending:
+            top_scores, top_rows, top_words = (t[:, :k].tolist() for t in (scores, rows, words))
+        for slot, rank in ending:
+            if closed[slot]:
                 continue
-            still_live.append(sentence)
-            next_scores.append([score for score, _, _ in chosen])
-            next_rows.extend(row for _, row, _ in chosen)
-            next_tokens.extend(token for _, _, token in chosen)
-
-        if not still_live:
+            row, word = top_rows[slot][rank], top_words[slot][rank]
+            eos = word == config.eos_id
+            finished[live[slot]].add(
+                _hypothesis(
+                    history[row].tolist() + ([] if eos else [word]),
+                    top_scores[slot][rank] / length**options.length_penalty,
+                    attn_history,
+                    row,
+                    source_lengths[live[slot]],
+                    eos,
+                )
+            )
+        if last_step:
             break
-        index = torch.tensor(next_rows, device=device)
-        tokens = torch.tensor(next_tokens, device=device)
+
+        # Each sentence's K best candidates that do not end run on (2K always hold K of them:
+        # a beam has one EOS).
+        running = ~ends
+        running &= running.cumsum(1) <= k
+        picked = running.nonzero()[:, 1].view(n_live, k)
+        scores, rows, words = (t.gather(1, picked) for t in (scores, rows, words))
+        best = scores[:, 0].tolist()
+        going = [
+            slot
+            for slot, sentence in enumerate(live)
+            if not _done(finished[sentence], best[slot], length, options)
+        ]
+        if not going:
+            break
+        if len(going) < n_live:
+            kept = torch.tensor(going, device=device)
+            scores, rows, words = scores[kept], rows[kept], words[kept]
+            live = [live[slot] for slot in going]
+        index, tokens = rows.flatten(), words.flatten()
         state = model.reorder_state(state, index)
         history = torch.cat([history.index_select(0, index), tokens[:, None]], 1)
         if attn_history is not None:
             attn_history = attn_history.index_select(0, index)
-        beam_scores = torch.tensor(next_scores, device=device)
-        live = still_live
+        beam_scores = scores
+        width = k
 
     return [f.items[: options.n_best] for f in finished]
+
+
+def _top_candidates(
+    log_probs: Tensor, beam_scores: Tensor, count: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The `count` best (beam, token) extensions per sentence: scores, beams, tokens (N, count).
+
+    Equal to one top-k over all K * V sums `beam score + log p`, as in HF, but cheaper: each
+    beam's `count` best tokens are the only ones of its tokens that can make that list, so the
+    sums are formed for K * count candidates instead of K * V.
+    """
+    sentences, k = beam_scores.shape
+    token_scores, tokens = log_probs.topk(count, dim=1)  # (N * K, count)
+    sums = (token_scores.view(sentences, k, count) + beam_scores[:, :, None]).view(sentences, -1)
+    top_scores, picked = sums.topk(count, dim=1)
+    return top_scores, picked // count, tokens.view(sentences, -1).gather(1, picked)
 
 
 def _done(finished: _Finished, best_running: float, length: int, options: DecodeOptions) -> bool:

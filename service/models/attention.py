@@ -1,4 +1,4 @@
-"""Multi-head attention with an explicit, preallocated key/value cache.
+"""Multi-head attention with an explicit key/value cache.
 
 The cache is a plain object owned by one decoding call. Modules never keep per-request state,
 so concurrent requests on the same model cannot see each other's keys and values.
@@ -6,76 +6,71 @@ so concurrent requests on the same model cannot see each other's keys and values
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-REORDER_HEADROOM = 16  # positions a reordered KV cache can append before its buffers grow
-
 
 @dataclass
 class KVCache:
-    """Keys and values of one attention layer, written step by step into preallocated buffers.
+    """Keys and values of one attention layer, kept as contiguous (B, H, T, D) blocks.
 
-    Preallocating (gpt-fast style) turns each step's append into an in-place copy instead of a
-    `torch.cat` that reallocates the whole history. The buffers are time-major, so the filled
-    prefix is one contiguous block and positions past `length` are never read (they start
-    uninitialized). A reorder (every beam step) copies only that block into buffers with a
-    little headroom: copying or even allocating `max_len` positions per step would cost far
-    more than the step itself (fresh pages of a buffer that large fault in on every step).
-    Appends beyond the headroom grow the buffers geometrically, up to `max_len`.
+    A decoding step reads the whole cache, and on CPU a batched matmul over a contiguous block
+    runs up to 4x faster than over a slice of a larger preallocated buffer (B=128, T=60: 0.47
+    vs 2.0 ms), while copying the cache costs less than one strided read of it. So the cache
+    holds exactly what it has: `append` grows it by a copy, and `reorder` (every beam step,
+    which has to copy anyway) leaves room for exactly one more position, so that the next
+    append writes in place and still leaves one contiguous block.
     """
 
-    keys: Tensor  # (T_capacity, B, H, D)
-    values: Tensor  # (T_capacity, B, H, D)
+    keys: Tensor  # (B, H, capacity, D); positions past `length` are unwritten
+    values: Tensor  # (B, H, capacity, D)
     length: int = 0
-    max_len: int | None = None  # None: the buffers' capacity
+    max_len: int | None = None  # most positions it may hold; None: unbounded
 
     @classmethod
-    def empty(cls, batch: int, heads: int, max_len: int, head_dim: int, like: Tensor) -> KVCache:
-        shape = (max_len, batch, heads, head_dim)
+    def empty(
+        cls, batch: int, heads: int, head_dim: int, like: Tensor, max_len: int | None = None
+    ) -> KVCache:
+        shape = (batch, heads, 0, head_dim)
         return cls(like.new_empty(shape), like.new_empty(shape), 0, max_len)
 
-    @property
-    def limit(self) -> int:
-        return self.keys.shape[0] if self.max_len is None else self.max_len
-
     def append(self, keys: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
-        """Store (B, H, t, D) new entries; return every entry so far as (B, H, T, D) views."""
+        """Store (B, H, t, D) new entries; return every entry so far as (B, H, T, D)."""
         end = self.length + keys.shape[2]
-        if end > self.limit:
-            raise ValueError(f"KV cache holds {self.limit} positions, asked for {end}")
-        if end > self.keys.shape[0]:
-            capacity = min(self.limit, max(end, 2 * self.keys.shape[0]))
-            self.keys = self._resized(self.keys, capacity)
-            self.values = self._resized(self.values, capacity)
-        self.keys[self.length : end] = keys.permute(2, 0, 1, 3)
-        self.values[self.length : end] = values.permute(2, 0, 1, 3)
+        if self.max_len is not None and end > self.max_len:
+            raise ValueError(f"KV cache holds {self.max_len} positions, asked for {end}")
+        if end > self.keys.shape[2]:
+            self.keys = self._copy(self.keys, end)
+            self.values = self._copy(self.values, end)
+        self.keys[:, :, self.length : end] = keys
+        self.values[:, :, self.length : end] = values
         self.length = end
-        return self.keys[:end].permute(1, 2, 0, 3), self.values[:end].permute(1, 2, 0, 3)
+        return self.keys[:, :, :end], self.values[:, :, :end]
 
     def reorder(self, index: Tensor) -> KVCache:
         """Select batch rows (beam reordering, dropping finished rows) into fresh buffers."""
-        capacity = min(self.limit, self.length + REORDER_HEADROOM)
+        capacity = self.length + 1
+        if self.max_len is not None:
+            capacity = min(capacity, self.max_len)
         return KVCache(
-            self._resized(self.keys, capacity, index),
-            self._resized(self.values, capacity, index),
+            self._copy(self.keys, capacity, index),
+            self._copy(self.values, capacity, index),
             self.length,
             self.max_len,
         )
 
-    def _resized(self, buffer: Tensor, capacity: int, index: Tensor | None = None) -> Tensor:
-        rows = buffer.shape[1] if index is None else index.shape[0]
-        resized = buffer.new_empty((capacity, rows, *buffer.shape[2:]))
-        filled = buffer[: self.length]
+    def _copy(self, buffer: Tensor, capacity: int, index: Tensor | None = None) -> Tensor:
+        rows = buffer.shape[0] if index is None else index.shape[0]
+        copied = buffer.new_empty((rows, buffer.shape[1], capacity, buffer.shape[3]))
+        filled = buffer[:, :, : self.length]
         if index is not None and not filled.requires_grad:  # out= has no autograd
-            torch.index_select(filled, 1, index, out=resized[: self.length])
+            torch.index_select(filled, 0, index, out=copied[:, :, : self.length])
         else:
-            resized[: self.length] = filled if index is None else filled.index_select(1, index)
-        return resized
+            copied[:, :, : self.length] = filled if index is None else filled.index_select(0, index)
+        return copied
 
 
 @dataclass(frozen=True)
@@ -150,8 +145,12 @@ class MultiHeadAttention(nn.Module):
         return x.view(batch, length, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
 
     def project_kv(self, memory: Tensor, group: int = 1) -> StaticKV:
+        """Keys and values of a fixed memory, contiguous per head: every decoding step's matmul
+        then reads them in place instead of first copying a strided view."""
         return StaticKV(
-            self.split_heads(self.k_proj(memory)), self.split_heads(self.v_proj(memory)), group
+            self.split_heads(self.k_proj(memory)).contiguous(),
+            self.split_heads(self.v_proj(memory)).contiguous(),
+            group,
         )
 
     def forward(
@@ -188,15 +187,17 @@ class MultiHeadAttention(nn.Module):
             if cache is not None:
                 k, v = cache.append(k, v)
 
-        dropout = self.dropout if self.training else 0.0
-        if need_weights:
-            scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, H, T, S)
+        if need_weights or cache is not None or static_kv is not None:
+            # A decoding step has a handful of queries per row: two batched matmuls beat the
+            # fused kernel there on CPU (B=128, T=60: 0.47 vs 1.6 ms) and give the weights.
+            scores = (q * self.head_dim**-0.5) @ k.transpose(-2, -1)  # (B, H, T, S)
             if mask is not None:
                 scores = scores.masked_fill(~mask, float("-inf"))
-            weights = F.dropout(scores.softmax(-1), dropout, self.training)
+            weights = F.dropout(scores.softmax(-1), self.dropout, self.training)
             out = weights @ v
-            averaged = weights.mean(1).reshape(batch, length, -1)  # (B, T, S)
+            averaged = weights.mean(1).reshape(batch, length, -1) if need_weights else None
         else:
+            dropout = self.dropout if self.training else 0.0
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
             averaged = None
         out = out.transpose(1, 2).reshape(batch, length, channels)  # (B, T, C)

@@ -66,24 +66,33 @@ def test_beam_search_with_shared_memory_equals_copied_memory(monkeypatch):
             torch.testing.assert_close(x.alignment, y.alignment)
 
 
-def test_kv_cache_reorder_copies_the_prefix_and_grows_past_its_headroom():
+def test_kv_cache_appends_reorders_and_stays_one_contiguous_block():
     torch.manual_seed(0)
-    batch, heads, dim, limit = 3, 2, 4, 40
-    cache = KVCache.empty(batch, heads, limit, dim, torch.zeros(1))
+    batch, heads, dim, limit = 3, 2, 4, 12
+    cache = KVCache.empty(batch, heads, dim, torch.zeros(1), max_len=limit)
     reference = torch.empty(batch, heads, 0, dim)
     for _ in range(5):
         step = torch.randn(batch, heads, 1, dim)
-        keys, _ = cache.append(step, step)
-        reference = torch.cat([reference, step], 2)
-    torch.testing.assert_close(keys, reference)
-
-    index = torch.tensor([2, 0, 0, 1])
-    cache, reference = cache.reorder(index), reference[index]
-    for _ in range(limit - 5):  # well past the headroom a reorder leaves
-        step = torch.randn(len(index), heads, 1, dim)
         keys, values = cache.append(step, 2 * step)
         reference = torch.cat([reference, step], 2)
+        assert keys.is_contiguous() and values.is_contiguous()
     torch.testing.assert_close(keys, reference, rtol=0, atol=0)
-    torch.testing.assert_close(values[:, :, 5:], 2 * reference[:, :, 5:], rtol=0, atol=0)
-    with pytest.raises(ValueError, match="holds 40 positions"):
+
+    index = torch.tensor([2, 0, 0, 1])  # beams reordered, one row duplicated
+    cache, reference = cache.reorder(index), reference[index]
+    keys_buffer = cache.keys
+    step = torch.randn(len(index), heads, 1, dim)
+    keys, values = cache.append(step, 2 * step)
+    reference = torch.cat([reference, step], 2)
+    assert cache.keys is keys_buffer  # the reorder left room for this step: written in place
+    assert keys.is_contiguous()
+    torch.testing.assert_close(keys, reference, rtol=0, atol=0)
+    torch.testing.assert_close(values, 2 * reference, rtol=0, atol=0)
+
+    for _ in range(limit - 6):
+        step = torch.randn(len(index), heads, 1, dim)
+        keys, _ = cache.append(step, step)
+        reference = torch.cat([reference, step], 2)
+    torch.testing.assert_close(keys, reference, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="holds 12 positions"):
         cache.append(step, step)

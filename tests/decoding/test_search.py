@@ -261,9 +261,10 @@ def test_finished_rows_stop_costing_decoder_steps():
 def test_a_finished_sentence_drops_out_of_the_beam_batch():
     decoder = ScriptedDecoder()
     generate(decoder, torch.tensor([[6, EOS], [5, EOS]]), DecodeOptions(beam_size=2, max_length=10))
-    # Two sentences x two beams; the DEFAULT sentence fills its beam with "eos" and "a eos" /
-    # "b eos" by step 2 and leaves; the scripted one runs to step 3 alone.
-    assert decoder.rows_per_step == [4, 4, 2]
+    # Step 1 runs one row per sentence (every beam starts alike), then two sentences x two
+    # beams; the DEFAULT sentence fills its beam with "eos" and "a eos" / "b eos" by step 2
+    # and leaves; the scripted one runs to step 3 alone.
+    assert decoder.rows_per_step == [2, 4, 2]
 
 
 def test_invalid_options_are_refused_with_a_reason():

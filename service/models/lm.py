@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from service.models.packed import PackedWeight, linear
 from service.models.transformer import (
     ACTIVATIONS,
     DecoderLayer,
@@ -109,6 +110,7 @@ class LanguageModel(nn.Module):
             persistent=False,
         )
         self.embed_scale = math.sqrt(config.d_model)
+        self.output_packed = PackedWeight()
         init_weights(self, config.d_model, config.pad_id)
 
     def embed(self, tokens: Tensor, positions: Tensor) -> Tensor:
@@ -118,7 +120,7 @@ class LanguageModel(nn.Module):
         return F.dropout(x, self.config.dropout, self.training)
 
     def logits(self, hidden: Tensor) -> Tensor:
-        return F.linear(hidden, self.embed_tokens.weight)
+        return linear(hidden, self.embed_tokens.weight, None, self.output_packed)
 
     def forward(self, tokens: Tensor) -> Tensor:
         """Training and prefill: right-padded (B, T) -> logits (B, T, V)."""

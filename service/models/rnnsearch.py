@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from service.models.packed import Linear
+
 
 @dataclass(frozen=True)
 class RNNSearchConfig:
@@ -77,16 +79,16 @@ class RNNSearch(nn.Module):
         self.src_embed = nn.Embedding(c.vocab_size, c.embed_dim, padding_idx=c.pad_id)
         self.tgt_embed = nn.Embedding(c.vocab_size, c.embed_dim, padding_idx=c.pad_id)
         self.encoder = nn.GRU(c.embed_dim, c.hidden_dim, batch_first=True, bidirectional=True)
-        self.init_proj = nn.Linear(c.hidden_dim, c.hidden_dim)  # W_s
-        self.query_proj = nn.Linear(c.hidden_dim, c.attention_dim, bias=False)  # W_a
-        self.key_proj = nn.Linear(2 * c.hidden_dim, c.attention_dim)  # U_a
-        self.energy = nn.Linear(c.attention_dim, 1, bias=False)  # v_a
+        self.init_proj = Linear(c.hidden_dim, c.hidden_dim)  # W_s
+        self.query_proj = Linear(c.hidden_dim, c.attention_dim, bias=False)  # W_a
+        self.key_proj = Linear(2 * c.hidden_dim, c.attention_dim)  # U_a
+        self.energy = Linear(c.attention_dim, 1, bias=False)  # v_a
         self.decoder = nn.GRUCell(c.embed_dim + 2 * c.hidden_dim, c.hidden_dim)
         # Deep output t~_i = U_o s_i + V_o E y_{i-1} + C_o c_i, then maxout over pairs.
-        self.out_state = nn.Linear(c.hidden_dim, 2 * c.output_dim)  # U_o
-        self.out_embed = nn.Linear(c.embed_dim, 2 * c.output_dim, bias=False)  # V_o
-        self.out_context = nn.Linear(2 * c.hidden_dim, 2 * c.output_dim, bias=False)  # C_o
-        self.out_vocab = nn.Linear(c.output_dim, c.vocab_size)  # W_o
+        self.out_state = Linear(c.hidden_dim, 2 * c.output_dim)  # U_o
+        self.out_embed = Linear(c.embed_dim, 2 * c.output_dim, bias=False)  # V_o
+        self.out_context = Linear(2 * c.hidden_dim, 2 * c.output_dim, bias=False)  # C_o
+        self.out_vocab = Linear(c.output_dim, c.vocab_size)  # W_o
 
     def encode(self, src: Tensor) -> Annotations:
         """src: (B, S) right-padded ids. Packing keeps padding out of both directions."""

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from service.models.attention import KVCache, MultiHeadAttention, StaticKV, shared_rows
+from service.models.packed import Linear, PackedWeight, linear
 
 ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "swish": F.silu, "silu": F.silu}
 
@@ -84,8 +85,8 @@ class FeedForwardMixin:
     """fc1/fc2 sit directly on each layer, as in Marian's state dict."""
 
     def init_feed_forward(self, config: TransformerConfig):
-        self.fc1 = nn.Linear(config.d_model, config.ffn_dim)
-        self.fc2 = nn.Linear(config.ffn_dim, config.d_model)
+        self.fc1 = Linear(config.d_model, config.ffn_dim)
+        self.fc2 = Linear(config.ffn_dim, config.d_model)
         self.activation = ACTIVATIONS[config.activation]
         self.activation_dropout = config.activation_dropout
 
@@ -207,7 +208,6 @@ class TransformerState:
     prefix: Tensor | None  # (B, t) when the cache is off
     position: int = 0
     need_alignment: bool = False
-    projection: Tensor | None = None  # the output layer's weight, (C, V) contiguous
 
 
 class Transformer(nn.Module):
@@ -230,6 +230,7 @@ class Transformer(nn.Module):
             persistent=False,
         )
         self.embed_scale = math.sqrt(config.d_model) if config.scale_embedding else 1.0
+        self.output_packed = PackedWeight()
         init_weights(self, config.d_model, config.pad_id)
 
     def embed(self, tokens: Tensor, start: int = 0) -> Tensor:
@@ -251,19 +252,9 @@ class Transformer(nn.Module):
             x = layer(x, attn_mask)
         return EncoderOutput(x, mask)
 
-    def logits(self, hidden: Tensor, projection: Tensor | None = None) -> Tensor:
-        """Output layer: the shared embedding, transposed, plus the final bias.
-
-        `projection` is that transpose made contiguous (C, V), as decoding states keep it: a
-        plain matmul over it runs ~15% faster on CPU than over the transposed view of the
-        embedding, and the output layer is the largest matmul of every decoding step.
-        """
-        bias = self.final_logits_bias[0]
-        if projection is None:
-            return F.linear(hidden, self.shared.weight, bias)
-        return torch.addmm(bias, hidden.reshape(-1, hidden.shape[-1]), projection).view(
-            *hidden.shape[:-1], -1
-        )
+    def logits(self, hidden: Tensor) -> Tensor:
+        """Output layer: the shared embedding as a projection, plus the final bias."""
+        return linear(hidden, self.shared.weight, self.final_logits_bias[0], self.output_packed)
 
     def decode(
         self, tgt_in: Tensor, encoder: EncoderOutput, need_weights: bool = False
@@ -316,8 +307,7 @@ class Transformer(nn.Module):
             KVCache.empty(batch, heads, head_dim, encoder.memory, max_len)
             for _ in self.decoder.layers
         ]
-        projection = self.shared.weight.t().contiguous()
-        return TransformerState(encoder, cross, caches, None, 0, need_alignment, projection)
+        return TransformerState(encoder, cross, caches, None, 0, need_alignment)
 
     def step(self, tokens: Tensor, state: TransformerState) -> tuple[Tensor, Tensor | None]:
         """Feed one token per row (B,); return next-token logits (B, V) and alignment (B, S).
@@ -344,7 +334,7 @@ class Transformer(nn.Module):
                 need_weights=state.need_alignment and last,
             )
         state.position += 1
-        return self.logits(x[:, 0], state.projection), None if weights is None else weights[:, 0]
+        return self.logits(x[:, 0]), None if weights is None else weights[:, 0]
 
     def reorder_state(self, state: TransformerState, index: Tensor) -> TransformerState:
         encoder = state.encoder
@@ -360,5 +350,4 @@ class Transformer(nn.Module):
             prefix=None if state.prefix is None else state.prefix.index_select(0, index),
             position=state.position,
             need_alignment=state.need_alignment,
-            projection=state.projection,
         )

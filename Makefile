@@ -42,7 +42,7 @@ test-fast: install system-deps
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 bench: install
-	$(PY) -m service bench all
+	$(PY) -m service bench all --threads 1 --write docs/benchmarks.md
 
 # Load-test a running service (`make serve` first); reports in loadtests/results/<timestamp>/.
 # `make loadtest USERS=32 SPAWN_RATE=8 DURATION=60s HOST=http://127.0.0.1:8000 TAGS=translate`

@@ -45,6 +45,24 @@ def test_peers_on_a_random_model(tmp_path):
     assert set(report["engines"]) == {"ours", "huggingface", "ctranslate2"}
 
 
+def test_all_runs_every_benchmark_and_writes_its_sections(tmp_path):
+    pytest.importorskip("ctranslate2")
+    doc = tmp_path / "benchmarks.md"
+    result = runner.invoke(
+        bench_app,
+        f"all --random --limit 4 --batch-size 2 --beam-size 1 --beam-size 2 --new-tokens 2 "
+        f"--repeats 1 --threads 1 --no-service --store {tmp_path} --write {doc}".split(),
+    )
+    assert result.exit_code == 0, result.output
+    text = doc.read_text()
+    assert "cache on tok/s" in text and "--no-early-stopping" in text
+    # greedy, then beam 2 with CTranslate2's stopping rule, then with the decoders' default
+    assert text.index("\ngreedy,") < text.index("beam 2, early_stopping=True")
+    assert text.index("beam 2, early_stopping=True") < text.index("beam 2, early_stopping=False")
+    assert "a different search" in text.split("early_stopping=False")[1]
+    assert f"## {DOC_SECTIONS[2]}\n\n_Not measured yet._" in text  # --no-service
+
+
 def test_sections_are_created_then_replaced_in_place(tmp_path):
     path = tmp_path / "docs" / "benchmarks.md"
     update_sections(path, {DOC_SECTIONS[0]: "first numbers"})

@@ -66,8 +66,8 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 @serve.deployment(
     ray_actor_options={"num_cpus": 0.5, "num_gpus": 0},
-    max_ongoing_requests=32,
-    max_queued_requests=64,
+    max_ongoing_requests=64,  # twice the default max_batch_size: one batch waits, one decodes
+    max_queued_requests=128,
     user_config=BatchingConfig().model_dump(),
 )
 class TranslatorDeployment:

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from service.decoding.search import DecodeOptions, generate
 from service.models import build_model, make_config
@@ -270,6 +271,8 @@ def huggingface_engine(hf_dir: Path, options: DecodeOptions) -> Engine:
     transformers.utils.logging.disable_progress_bar()
     hf = transformers.MarianMTModel.from_pretrained(hf_dir, dtype=torch.float32).eval()
     pad_id, eos_id = hf.config.pad_token_id, hf.config.eos_token_id
+    # A stopping rule means nothing to greedy search, and transformers warns when given one.
+    beam = {"early_stopping": options.early_stopping} if options.beam_size > 1 else {}
 
     def run(batch: Batch) -> list[list[int]]:
         src = _padded(batch, pad_id)
@@ -282,7 +285,7 @@ def huggingface_engine(hf_dir: Path, options: DecodeOptions) -> Engine:
                 max_new_tokens=options.max_length,
                 min_new_tokens=options.min_length,
                 length_penalty=options.length_penalty,
-                early_stopping=options.early_stopping,
+                **beam,
                 bad_words_ids=[[pad_id]],
                 forced_eos_token_id=None,
                 use_cache=True,
@@ -346,7 +349,7 @@ class Timing:
 
 
 def time_engines(
-    engines: dict[str, Engine], batches: list[Batch], repeats: int
+    engines: dict[str, Engine], batches: list[Batch], repeats: int, label: str = "peers"
 ) -> dict[str, Timing]:
     """Each engine's best pass over all batches (wall and CPU seconds), after a warm-up.
 
@@ -357,9 +360,11 @@ def time_engines(
     for engine in engines.values():
         engine(batches[0][:2])
     best = {name: Timing(float("inf"), float("inf")) for name in engines}
+    progress = tqdm(total=repeats * len(batches), desc=label, unit="batch", leave=False)
     for _ in range(repeats):
         passes = {name: Timing() for name in engines}
         for batch in batches:
+            progress.update()
             for name, engine in engines.items():
                 wall, cpu = time.perf_counter(), time.process_time()
                 outputs = engine(batch)
@@ -372,6 +377,7 @@ def time_engines(
                 min(best[name].cpu_s, timing.cpu_s),
                 timing.outputs,
             )
+    progress.close()
     return best
 
 
@@ -483,7 +489,12 @@ def _benchmark_peers(
                 ct2_dir, subject.pieces, options, threads, subject.pieces[model.config.pad_id]
             ),
         }
-        timings = time_engines({name: runners[name]() for name in engines}, batches, repeats)
+        search = "greedy" if beam_size == 1 else f"beam {beam_size}"
+        if beam_size > 1:
+            search += ", early stopping" if early_stopping is True else ", no early stopping"
+        timings = time_engines(
+            {name: runners[name]() for name in engines}, batches, repeats, f"peers, {search}"
+        )
 
     ours = timings["ours"]
     results = {}

@@ -598,17 +598,26 @@ def service_table(result: ServiceBenchmark):
 
 SECTION_TITLE = "Service: dynamic batching"
 
-# Shown when batches stay far smaller than the number of requests waiting for them.
-SMALL_BATCHES = (
-    "Why the batches stay small: in Ray Serve 2.60, `@serve.batch` forms the next batch as soon "
-    "as one item has waited `batch_wait_timeout_s`, whether or not the previous batch is still "
-    "decoding (its loop in `ray/serve/batching.py`, `_process_batches`, creates a task per "
-    "batch and only that task waits for the `max_concurrent_batches` semaphore). Requests that "
-    "arrive while a batch decodes are therefore cut into many small batches queued behind it "
-    "instead of joining one large next batch, and the waiting shows up as queue time. A batcher "
-    "that forms a batch only when the decoder is free (take everything queued, up to "
-    "`max_batch_size`) would let the batch grow with the load."
-)
+
+def _decoder_busy(level: LevelComparison) -> str:
+    """How much of the time the decoder worked, and where the rest went."""
+
+    def busy(load: LoadResult) -> float:
+        calls_per_s = load.sentences_per_s / (load.mean_batch_size or 1.0)
+        return calls_per_s * (load.server_compute_ms or 0.0) / 1000
+
+    return (
+        f"At {level.users} users the decoder was busy {busy(level.batched):.0%} of the time with "
+        f"batching and {busy(level.unbatched):.0%} without (decode calls per second x mean call "
+        "time). Batches form in `DecodeQueue` (service/serving/batcher.py) when the decoder is "
+        "free: everything queued, up to `max_batch_size`; replicas admit twice that many "
+        "requests, so at 64 users the next full batch already waits in the replica. The idle "
+        "rest is the round trip of a finished batch's clients (the responses out through the "
+        "ingress and the proxy, the next requests back in): closed-loop clients that all sat in "
+        "one batch have nothing queued meanwhile. Letting sentences join a running decode "
+        "(iteration-level batching, which the language model's engine does) would fill it; the "
+        "translators batch per call."
+    )
 
 
 def service_markdown(result: ServiceBenchmark) -> str:
@@ -668,7 +677,14 @@ def service_markdown(result: ServiceBenchmark) -> str:
             f"{at_target.batched.server_compute_ms} ms and {at_target.unbatched.server_compute_ms}"
             " ms."
         )
-        if at_target.batched.mean_batch_size < at_target.users / 2:
-            lines += ["", SMALL_BATCHES]
+        lines += ["", _decoder_busy(at_target)]
+    single = next((level for level in result.levels if level.users == 1), None)
+    if single is not None and single.batched.p50_ms and single.unbatched.p50_ms:
+        lines += [
+            "",
+            f"With one client a batched request still waits up to `batch_wait_timeout_s` for "
+            f"company: p50 {single.batched.p50_ms:.0f} ms batched, "
+            f"{single.unbatched.p50_ms:.0f} ms unbatched.",
+        ]
     lines += [f"Note: {note}." for note in result.notes]
     return "\n".join(lines)

@@ -489,11 +489,11 @@ def _benchmark_peers(
                 ct2_dir, subject.pieces, options, threads, subject.pieces[model.config.pad_id]
             ),
         }
-        search = "greedy" if beam_size == 1 else f"beam {beam_size}"
-        if beam_size > 1:
-            search += ", early stopping" if early_stopping is True else ", no early stopping"
         timings = time_engines(
-            {name: runners[name]() for name in engines}, batches, repeats, f"peers, {search}"
+            {name: runners[name]() for name in engines},
+            batches,
+            repeats,
+            f"peers, {search_label(beam_size, early_stopping)}",
         )
 
     ours = timings["ours"]
@@ -582,16 +582,20 @@ ENGINE_TITLES = {
 }
 
 
+def search_label(beam_size: int, early_stopping: bool) -> str:
+    if beam_size == 1:
+        return "greedy"
+    return f"beam {beam_size}, early_stopping={early_stopping}"
+
+
 def peers_markdown(results: Sequence[PeersBenchmark]) -> str:
     """A markdown table per search setting: throughput, time ratio to ours, agreement."""
     blocks = []
     for r in results:
-        search = "greedy"
-        if r.beam_size > 1:
-            search = f"beam {r.beam_size}, early_stopping={r.early_stopping}"
         lines = [
-            f"{search}, batch {r.batch_size}, {r.sentences} sentences ({r.source_tokens} source "
-            f"tokens), max_length {r.max_length}, length_penalty {r.length_penalty}, "
+            f"{search_label(r.beam_size, r.early_stopping)}, batch {r.batch_size}, "
+            f"{r.sentences} sentences ({r.source_tokens} source tokens), "
+            f"max_length {r.max_length}, length_penalty {r.length_penalty}, "
             f"{r.threads} thread(s), best of {r.repeats}; model: {r.model}; load average "
             f"{r.load_average[0]} -> {r.load_average[1]} on {r.load_average[2]} cores",
             "",

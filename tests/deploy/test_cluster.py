@@ -86,7 +86,20 @@ class Load:
                 time.sleep(0.05 if status == 200 else 0.2)
 
     def between(self, start: float, end: float = float("inf")) -> list[Outcome]:
+        """The requests sent in [start, end)."""
         return [o for o in list(self.outcomes) if start <= o.started < end]
+
+    def phases(self, failed_at: float, recovered_at: float) -> tuple[list[Outcome], ...]:
+        """Split the requests into (done before the failure, the rest, sent after recovery).
+
+        A request in flight when the failure happens belongs to the outage, even though it was
+        sent before: it may have been routed to the replica that died.
+        """
+        outcomes = list(self.outcomes)
+        before = [o for o in outcomes if o.ended < failed_at]
+        after = [o for o in outcomes if o.started >= recovered_at]
+        outage = [o for o in outcomes if o.ended >= failed_at and o.started < recovered_at]
+        return before, outage, after
 
 
 def _error_type(response: httpx.Response) -> str:
@@ -270,9 +283,8 @@ def test_two_nodes_scale_out_and_node_loss(ray_cluster, tiny_model_store, tmp_pa
         recovered_at = time.monotonic()
         time.sleep(3)
 
-    before = summarize(load.between(0, killed_at))
-    outage = load.between(killed_at, recovered_at)
-    after = summarize(load.between(recovered_at))
+    before_kill, outage, after_recovery = load.phases(killed_at, recovered_at)
+    before, after = summarize(before_kill), summarize(after_recovery)
     errors = [o for o in outage if o.status != 200]
     report = {
         "timeline_s": timeline,

@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from service.bench.machine import processor_name
 from service.decoding.search import DecodeOptions, generate
 from service.models import build_model, make_config
 from service.models.transformer import Transformer
@@ -394,15 +395,8 @@ def library_versions() -> dict[str, str]:
 
 
 def machine_description(threads: int) -> str:
-    processor = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                processor = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{processor}, {os.cpu_count()} cores, {threads} thread{'s' if threads > 1 else ''}"
+    cores = os.cpu_count()
+    return f"{processor_name()}, {cores} cores, {threads} thread{'s' if threads > 1 else ''}"
 
 
 def benchmark_peers(
@@ -430,16 +424,81 @@ def benchmark_peers(
     if "ours" not in engines:
         raise ValueError("agreement is measured against ours; include it in engines")
     with torch_threads(threads):
-        return _benchmark_peers(
-            subject,
-            batch_size,
-            beam_size,
-            max_length,
-            length_penalty,
-            early_stopping,
-            repeats,
-            engines,
-            workdir,
+        threads = torch.get_num_threads()
+        model = subject.model.eval()
+        max_length = subject.fixed_length or max_length
+        min_length = subject.fixed_length or 0
+        options = DecodeOptions(
+            beam_size=beam_size,
+            max_length=max_length,
+            min_length=min_length,
+            length_penalty=length_penalty,
+            early_stopping=early_stopping,
+        )
+        batches = length_sorted_batches(subject.sources, batch_size)
+        load_before = os.getloadavg()[0]
+
+        with tempfile.TemporaryDirectory(prefix="bench-peers-") as tmp:
+            hf_dir, ct2_dir = export_peers(subject, Path(workdir or tmp))
+            runners: dict[str, Callable[[], Engine]] = {
+                "ours": lambda: ours_engine(model, options),
+                "huggingface": lambda: huggingface_engine(hf_dir, options),
+                "ctranslate2": lambda: ctranslate2_engine(
+                    ct2_dir, subject.pieces, options, threads, subject.pieces[model.config.pad_id]
+                ),
+            }
+            timings = time_engines(
+                {name: runners[name]() for name in engines},
+                batches,
+                repeats,
+                f"peers, {search_label(beam_size, early_stopping)}",
+            )
+
+        ours = timings["ours"]
+        results = {}
+        for name, timing in timings.items():
+            tokens = sum(len(o) for o in timing.outputs)
+            same = sum(a == b for a, b in zip(timing.outputs, ours.outputs, strict=True))
+            results[name] = EngineResult(
+                seconds=round(timing.wall_s, 3),
+                cpu_seconds=round(timing.cpu_s, 3),
+                sentences_per_s=round(len(timing.outputs) / timing.wall_s, 2),
+                target_tokens=tokens,
+                target_tokens_per_s=round(tokens / timing.wall_s, 1),
+                agreement=round(same / len(timing.outputs), 4),
+            )
+
+        def ratio(other: str, cpu: bool = False) -> float:
+            if other not in timings:
+                return float("nan")
+            if cpu:
+                return round(timings[other].cpu_s / ours.cpu_s, 2)
+            return round(timings[other].wall_s / ours.wall_s, 2)
+
+        return PeersBenchmark(
+            model=subject.description,
+            sentences=len(subject.sources),
+            source_tokens=sum(len(s) for s in subject.sources),
+            batch_size=batch_size,
+            beam_size=beam_size,
+            max_length=max_length,
+            min_length=min_length,
+            length_penalty=length_penalty,
+            early_stopping=early_stopping,
+            threads=threads,
+            repeats=repeats,
+            engines=results,
+            ours_vs_huggingface=ratio("huggingface"),
+            ours_vs_ctranslate2=ratio("ctranslate2"),
+            ours_vs_huggingface_cpu=ratio("huggingface", cpu=True),
+            ours_vs_ctranslate2_cpu=ratio("ctranslate2", cpu=True),
+            versions=library_versions(),
+            machine=machine_description(threads),
+            load_average=(round(load_before, 2), round(os.getloadavg()[0], 2), os.cpu_count() or 0),
+            notes=[
+                f"batches of {batch_size} length-sorted sentences; tokenization not timed",
+                "engines take turns batch by batch; CPU seconds count every thread of the process",
+            ],
         )
 
 
@@ -453,95 +512,6 @@ def torch_threads(threads: int | None):
         yield
     finally:
         torch.set_num_threads(previous)
-
-
-def _benchmark_peers(
-    subject,
-    batch_size,
-    beam_size,
-    max_length,
-    length_penalty,
-    early_stopping,
-    repeats,
-    engines,
-    workdir,
-) -> PeersBenchmark:
-    threads = torch.get_num_threads()
-    model = subject.model.eval()
-    max_length = subject.fixed_length or max_length
-    min_length = subject.fixed_length or 0
-    options = DecodeOptions(
-        beam_size=beam_size,
-        max_length=max_length,
-        min_length=min_length,
-        length_penalty=length_penalty,
-        early_stopping=early_stopping,
-    )
-    batches = length_sorted_batches(subject.sources, batch_size)
-    load_before = os.getloadavg()[0]
-
-    with tempfile.TemporaryDirectory(prefix="bench-peers-") as tmp:
-        hf_dir, ct2_dir = export_peers(subject, Path(workdir or tmp))
-        runners: dict[str, Callable[[], Engine]] = {
-            "ours": lambda: ours_engine(model, options),
-            "huggingface": lambda: huggingface_engine(hf_dir, options),
-            "ctranslate2": lambda: ctranslate2_engine(
-                ct2_dir, subject.pieces, options, threads, subject.pieces[model.config.pad_id]
-            ),
-        }
-        timings = time_engines(
-            {name: runners[name]() for name in engines},
-            batches,
-            repeats,
-            f"peers, {search_label(beam_size, early_stopping)}",
-        )
-
-    ours = timings["ours"]
-    results = {}
-    for name, timing in timings.items():
-        tokens = sum(len(o) for o in timing.outputs)
-        same = sum(a == b for a, b in zip(timing.outputs, ours.outputs, strict=True))
-        results[name] = EngineResult(
-            seconds=round(timing.wall_s, 3),
-            cpu_seconds=round(timing.cpu_s, 3),
-            sentences_per_s=round(len(timing.outputs) / timing.wall_s, 2),
-            target_tokens=tokens,
-            target_tokens_per_s=round(tokens / timing.wall_s, 1),
-            agreement=round(same / len(timing.outputs), 4),
-        )
-
-    def ratio(other: str, cpu: bool = False) -> float:
-        if other not in timings:
-            return float("nan")
-        if cpu:
-            return round(timings[other].cpu_s / ours.cpu_s, 2)
-        return round(timings[other].wall_s / ours.wall_s, 2)
-
-    return PeersBenchmark(
-        model=subject.description,
-        sentences=len(subject.sources),
-        source_tokens=sum(len(s) for s in subject.sources),
-        batch_size=batch_size,
-        beam_size=beam_size,
-        max_length=max_length,
-        min_length=min_length,
-        length_penalty=length_penalty,
-        early_stopping=early_stopping,
-        threads=threads,
-        repeats=repeats,
-        engines=results,
-        ours_vs_huggingface=ratio("huggingface"),
-        ours_vs_ctranslate2=ratio("ctranslate2"),
-        ours_vs_huggingface_cpu=ratio("huggingface", cpu=True),
-        ours_vs_ctranslate2_cpu=ratio("ctranslate2", cpu=True),
-        versions=library_versions(),
-        machine=machine_description(threads),
-        load_average=(round(load_before, 2), round(os.getloadavg()[0], 2), os.cpu_count() or 0),
-        notes=[
-            f"batches of {batch_size} length-sorted sentences; tokenization not timed",
-            "engines take turns batch by batch; CPU seconds count every thread of the process",
-        ],
-    )
 
 
 def resolve_subject(

@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from service.bench.machine import processor_name
+
 MODES = {"batched": 32, "unbatched": 1}  # mode -> max_batch_size
 DEFAULT_USERS = (1, 8, 32, 64)
 TARGET_USERS, TARGET_SPEEDUP = 32, 4.0  # the bar: 4x the throughput at 32 users
@@ -456,13 +458,7 @@ def _measure_level(
 
 
 def machine_description() -> str:
-    processor = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                processor = line.split(":", 1)[1].strip()
-                break
-    return f"{processor}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
+    return f"{processor_name()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
 
 
 def _load() -> list[float]:

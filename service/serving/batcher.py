@@ -8,7 +8,8 @@ budget). Queue time (enqueue -> call start), compute time and the batch size are
 item.
 
 A text that makes a shared call fail is isolated by retrying the group one text at a time, so
-one bad input cannot fail the requests it happened to be batched with.
+one bad input cannot fail the requests it happened to be batched with; each retry is reported
+as the call of one text it is.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 
 from service.api.backend import ItemOutcome
 from service.decoding.search import DecodeOptions
-from service.decoding.translator import BatchStats, Translation, Translator
+from service.decoding.translator import Translation, Translator
 
 logger = logging.getLogger("service.serving")
 
@@ -45,23 +46,46 @@ class BatchReport:
     call_output_tokens: list[int] = field(default_factory=list)  # of the best hypotheses
     queue_seconds: list[float] = field(default_factory=list)
     failed: int = 0
-    stats: BatchStats = field(default_factory=BatchStats)
+
+    def record_call(self, translations: list[Translation | None], seconds: float) -> None:
+        done = [t for t in translations if t is not None]
+        self.call_sizes.append(len(translations))
+        self.call_seconds.append(seconds)
+        self.call_input_tokens.append(sum(t.input_tokens for t in done))
+        self.call_output_tokens.append(sum(t.best.tokens for t in done))
 
 
 _call_ids = itertools.count(1)
 
 
-def _translate_one_by_one(
-    translator: Translator, texts: list[str], options: DecodeOptions, stats: BatchStats
-) -> list[tuple[Translation | None, str | None]]:
-    results: list[tuple[Translation | None, str | None]] = []
+@dataclass(frozen=True)
+class _Call:
+    """One `Translator.translate` call: what it returned per text, and what it cost."""
+
+    results: list[tuple[Translation | None, str | None]]  # (translation, error) per text
+    seconds: float
+    started: float
+    call_id: int = field(default_factory=lambda: next(_call_ids))
+
+
+def _timed_call(translator: Translator, texts: list[str], options: DecodeOptions) -> _Call:
+    started = time.perf_counter()
+    translations = translator.translate(texts, options)
+    return _Call([(t, None) for t in translations], time.perf_counter() - started, started)
+
+
+def _one_by_one(translator: Translator, texts: list[str], options: DecodeOptions) -> list[_Call]:
+    """Each text alone, so the one that fails fails only its own request."""
+    calls = []
     for text in texts:
+        started = time.perf_counter()
         try:
-            results.append((translator.translate([text], options, stats)[0], None))
+            calls.append(_timed_call(translator, [text], options))
         except Exception as error:
             logger.exception("decoding failed for one text (%d chars)", len(text))
-            results.append((None, f"{type(error).__name__}: {error}"))
-    return results
+            message = f"{type(error).__name__}: {error}"
+            calls.append(_Call([(None, message)], time.perf_counter() - started, started))
+    return calls
 
 
 def decode_batch(
@@ -81,34 +105,29 @@ def decode_batch(
                 outcomes[i] = ItemOutcome(None, 0.0, 0.0, 0, error="cancelled")
         if not live:
             continue
-        call_id = next(_call_ids)
-        started = time.perf_counter()
         texts = [items[i].text for i in live]
         try:
-            results = [(t, None) for t in translator.translate(texts, options, report.stats)]
-            size = len(live)
+            calls = [_timed_call(translator, texts, options)]
         except Exception:
             logger.exception("decode call for %d texts failed; retrying one by one", len(live))
-            results = _translate_one_by_one(translator, texts, options, report.stats)
-            size = 1
-        seconds = time.perf_counter() - started
-        report.call_sizes.append(len(live))
-        report.call_seconds.append(seconds)
-        done = [translation for translation, _ in results if translation is not None]
-        report.call_input_tokens.append(sum(t.input_tokens for t in done))
-        report.call_output_tokens.append(sum(t.best.tokens for t in done))
-        for i, (translation, error) in zip(live, results, strict=True):
-            queued = started - items[i].enqueued
-            report.queue_seconds.append(queued)
-            report.failed += error is not None
-            outcomes[i] = ItemOutcome(
-                translation=translation,
-                queue_s=queued,
-                compute_s=seconds,
-                batch_size=size,
-                batch_id=call_id,
-                error=error,
-            )
+            calls = _one_by_one(translator, texts, options)
+        offset = 0
+        for call in calls:
+            report.record_call([translation for translation, _ in call.results], call.seconds)
+            carried = live[offset : offset + len(call.results)]
+            offset += len(call.results)
+            for i, (translation, error) in zip(carried, call.results, strict=True):
+                queued = call.started - items[i].enqueued
+                report.queue_seconds.append(queued)
+                report.failed += error is not None
+                outcomes[i] = ItemOutcome(
+                    translation=translation,
+                    queue_s=queued,
+                    compute_s=call.seconds,
+                    batch_size=len(call.results),
+                    batch_id=call.call_id,
+                    error=error,
+                )
     return outcomes  # type: ignore[return-value]
 
 

@@ -66,6 +66,28 @@ def test_a_failing_text_does_not_fail_its_batch(translator):
     assert report.failed == 1
 
 
+def test_the_one_by_one_fallback_is_recorded_as_one_call_per_text(translator):
+    """After a shared call fails, each retried text is its own decode call: its own size (1),
+    duration, tokens and batch id, so metrics and `timing` do not claim a batch of three."""
+
+    class Picky:
+        def translate(self, texts, options, stats=None):
+            if "poison" in texts:
+                raise RuntimeError("cannot decode")
+            return translator.translate(texts, options, stats)
+
+    items = [BatchItem("la casa", GREEDY), BatchItem("poison", GREEDY), BatchItem("pan", GREEDY)]
+    report = BatchReport()
+    outcomes = decode_batch(Picky(), items, report)
+    assert report.call_sizes == [1, 1, 1]
+    assert len(report.call_seconds) == len(report.call_output_tokens) == 3
+    assert report.call_output_tokens[1] == 0  # the failed text produced nothing
+    assert report.call_output_tokens[0] == outcomes[0].translation.best.tokens
+    assert len({o.batch_id for o in outcomes}) == 3
+    assert [o.batch_size for o in outcomes] == [1, 1, 1]
+    assert [o.compute_s for o in outcomes] == pytest.approx(report.call_seconds)
+
+
 def test_cancelled_items_are_skipped(translator):
     items = [BatchItem("la casa", GREEDY), BatchItem("pan", GREEDY)]
     items[0].cancelled = True

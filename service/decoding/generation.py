@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import torch
 
 from service.decoding.search import sample_next
-from service.decoding.translator import TextTokenizer
 from service.models.lm import LanguageModel, LMState
+from service.text.protocol import TextTokenizer
 
 
 @dataclass(frozen=True)

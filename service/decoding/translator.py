@@ -9,22 +9,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import torch
 from torch import nn
 
 from service.decoding.batching import pad_batch, plan_batches
 from service.decoding.search import DecodeOptions, Hypothesis, generate
-
-
-class TextTokenizer(Protocol):
-    pad_id: int
-    eos_id: int
-
-    def encode(self, text: str) -> list[int]: ...
-    def decode(self, ids: list[int]) -> str: ...
-    def pieces(self, ids: list[int]) -> list[str]: ...
+from service.text.protocol import TextTokenizer
 
 
 @dataclass(frozen=True)
@@ -86,7 +77,10 @@ class Translator:
         return next(self.model.parameters()).device
 
     def encode(self, text: str) -> list[int]:
-        """Source ids with EOS, truncated to the model's limit (EOS kept)."""
+        """Source ids with EOS, truncated to the model's limit (EOS kept).
+
+        The one place a source gets its EOS: tokenizers never add it (`TextTokenizer`).
+        """
         ids = self.tokenizer.encode(text)[: self.max_source_tokens - 1]
         return ids + [self.tokenizer.eos_id]
 

@@ -19,17 +19,18 @@ ids. An OPUS-MT directory instead has `source.spm` and `target.spm` (segmenters 
   `sentencepiece` model version;
 - otherwise the version is stored with `tokenizer: "marian_vocab"`: `spm.model` is the source
   SentencePiece model, `target.spm` and `vocab.json` sit beside it, and
-  `LoadedModel.tokenizer` is a MarianVocabTokenizer applying that mapping (what Hugging Face's
-  MarianTokenizer does, minus its optional Moses punctuation normalization);
+  `LoadedModel.tokenizer` is a `service.text.marian_vocab.MarianVocabTokenizer` applying that
+  mapping (what Hugging Face's MarianTokenizer does, minus its optional Moses punctuation
+  normalization);
 - `separate_vocabs` models (`target_vocab.json`) are refused.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ from service.models.transformer import (
 from service.store.errors import MarianImportError
 from service.store.manifest import Manifest
 from service.store.registry import ModelStore, parse_model_id, sha256_file
+from service.text.marian_vocab import load_marian_vocab, load_sentencepiece
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -325,30 +327,13 @@ class MarianTokenizerFiles:
     extra_files: dict[str, Path]
 
 
-def _load_spm(path: Path):
-    import sentencepiece
-
+@contextmanager
+def _as_import_error():
+    """The text layer's loaders raise ValueError; an import reports MarianImportError."""
     try:
-        return sentencepiece.SentencePieceProcessor(model_file=str(path))
-    except (OSError, RuntimeError) as error:
-        raise MarianImportError(f"{path} is not a SentencePiece model ({error})") from None
-
-
-def _load_vocab(path: Path, vocab_size: int | None = None) -> dict[str, int]:
-    try:
-        vocab = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise MarianImportError(f"{path}: not valid JSON ({error})") from None
-    if not isinstance(vocab, dict) or not all(
-        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
-        for k, v in vocab.items()
-    ):
-        raise MarianImportError(f"{path}: expected an object of piece -> integer id")
-    ids = list(vocab.values())
-    limit = vocab_size if vocab_size is not None else len(ids)
-    if len(set(ids)) != len(ids) or (ids and not 0 <= min(ids) <= max(ids) < limit):
-        raise MarianImportError(f"{path}: ids must be distinct and in [0, {limit})")
-    return vocab
+        yield
+    except (OSError, ValueError) as error:
+        raise MarianImportError(str(error)) from None
 
 
 def marian_tokenizer_files(hf_dir: Path, vocab_size: int) -> MarianTokenizerFiles:
@@ -370,8 +355,9 @@ def marian_tokenizer_files(hf_dir: Path, vocab_size: int) -> MarianTokenizerFile
         raise MarianImportError(f"{hf_dir} has source.spm but no vocab.json to map pieces to ids")
     if not target.is_file():
         raise MarianImportError(f"{hf_dir} has source.spm but no target.spm")
-    vocab = _load_vocab(vocab_path, vocab_size)
-    spm = _load_spm(source)
+    with _as_import_error():
+        vocab = load_marian_vocab(vocab_path, vocab_size)
+        spm = load_sentencepiece(source)
     identity = len(vocab) == spm.get_piece_size() and all(
         vocab.get(spm.id_to_piece(i)) == i for i in range(spm.get_piece_size())
     )
@@ -382,59 +368,9 @@ def marian_tokenizer_files(hf_dir: Path, vocab_size: int) -> MarianTokenizerFile
     )
 
 
-class MarianVocabTokenizer:
-    """Hugging Face MarianTokenizer's mapping without transformers: SentencePiece segments,
-    vocab.json assigns ids.
-
-    encode: a leading `>>xx<<` language code stays one token, the rest goes through the source
-    SentencePiece model, pieces missing from the vocabulary become `<unk>`, and `</s>` ends the
-    sequence. decode: ids become pieces through the inverted vocabulary, padding and `</s>` are
-    dropped, and the target SentencePiece model joins the pieces.
-    """
-
-    def __init__(self, source_spm, target_spm, vocab: Mapping[str, int], sha256: str = ""):
-        self.source_spm = source_spm
-        self.target_spm = target_spm
-        self.vocab = dict(vocab)
-        self.pieces = {i: piece for piece, i in self.vocab.items()}
-        for token in ("<unk>", "</s>", "<pad>"):
-            if token not in self.vocab:
-                raise MarianImportError(f"vocab.json lacks the special token {token!r}")
-        self.unk_id = self.vocab["<unk>"]
-        self.eos_id = self.vocab["</s>"]
-        self.pad_id = self.vocab["<pad>"]
-        self.sha256 = sha256
-
-    @classmethod
-    def load(cls, source_spm: Path, target_spm: Path, vocab_json: Path) -> MarianVocabTokenizer:
-        digests = "".join(sha256_file(Path(p)) for p in (source_spm, target_spm, vocab_json))
-        return cls(
-            _load_spm(Path(source_spm)),
-            _load_spm(Path(target_spm)),
-            _load_vocab(Path(vocab_json)),
-            hashlib.sha256(digests.encode()).hexdigest(),  # one digest naming all three files
-        )
-
-    @property
-    def vocab_size(self) -> int:
-        return max(self.pieces) + 1
-
-    def encode(self, text: str, add_eos: bool = True) -> list[int]:
-        code = []
-        if text.startswith(">>") and (end := text.find("<<")) != -1:
-            code, text = [text[: end + 2]], text[end + 2 :]
-        pieces = code + self.source_spm.encode(text, out_type=str)
-        ids = [self.vocab.get(piece, self.unk_id) for piece in pieces]
-        return ids + [self.eos_id] if add_eos else ids
-
-    def decode(self, ids: Sequence[int]) -> str:
-        skip = {self.pad_id, self.eos_id}
-        pieces = [self.pieces.get(int(i), "<unk>") for i in ids if int(i) not in skip]
-        return self.target_spm.decode_pieces(pieces)
-
-
 def _write_identity_vocab(spm_path: Path, out_path: Path) -> None:
-    spm = _load_spm(spm_path)
+    with _as_import_error():
+        spm = load_sentencepiece(spm_path)
     vocab = {spm.id_to_piece(i): i for i in range(spm.get_piece_size())}
     out_path.write_text(json.dumps(vocab, ensure_ascii=False, indent=1), encoding="utf-8")
 

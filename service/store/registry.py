@@ -138,7 +138,7 @@ class LoadedModel:
         MarianVocabTokenizer instead of the plain SentencePiece wrapper.
         """
         if self.manifest.tokenizer == "marian_vocab":
-            from service.store.marian import MarianVocabTokenizer
+            from service.text.marian_vocab import MarianVocabTokenizer
 
             return MarianVocabTokenizer.load(
                 self.tokenizer_path, self.extra_paths["target.spm"], self.extra_paths["vocab.json"]

@@ -62,7 +62,10 @@ def train_tokenizer(
 
 
 class Tokenizer:
-    """Text <-> ids with the project's special ids; eos is the caller's to add, never implicit."""
+    """Text <-> ids with the project's special ids; eos is the caller's to add, never implicit.
+
+    Speaks `service.text.protocol.TextTokenizer`.
+    """
 
     def __init__(self, model_bytes: bytes):
         self._processor = spm.SentencePieceProcessor(model_proto=model_bytes)

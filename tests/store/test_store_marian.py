@@ -7,14 +7,16 @@ import pytest
 import safetensors.torch
 import torch
 
+from service.decoding.search import DecodeOptions
+from service.decoding.translator import Translator
 from service.store import MarianImportError
 from service.store.marian import (
-    MarianVocabTokenizer,
     build_transformer_from_marian,
     export_marian,
     import_marian,
     marian_tokenizer_files,
 )
+from service.text.marian_vocab import MarianVocabTokenizer
 
 transformers = pytest.importorskip("transformers")
 pytestmark = pytest.mark.filterwarnings("ignore:Recommended. pip install sacremoses")
@@ -234,9 +236,10 @@ def test_marian_vocab_tokenizer_matches_hugging_face(opus_dir, text):
         opus_dir / "source.spm", opus_dir / "target.spm", opus_dir / "vocab.json"
     )
     hf = marian_tokenizer(opus_dir)
-    ids = ours.encode(text)
+    ids = ours.encode(text) + [ours.eos_id]  # eos is the caller's to add, as for every tokenizer
     assert ids == hf(text).input_ids
     assert ours.decode(ids) == hf.decode(ids, skip_special_tokens=True)
+    assert ours.pieces(ids) == hf.convert_ids_to_tokens(ids)
 
 
 def test_opus_directory_imports_with_its_vocab_mapping(opus_dir, store):
@@ -247,11 +250,26 @@ def test_opus_directory_imports_with_its_vocab_mapping(opus_dir, store):
     loaded = store.load("es-en/opus")
     assert isinstance(loaded.tokenizer, MarianVocabTokenizer)
     hf = marian_tokenizer(opus_dir)
-    assert loaded.tokenizer.encode("el gato") == hf("el gato").input_ids
+    assert loaded.tokenizer.encode("el gato") + [loaded.tokenizer.eos_id] == hf("el gato").input_ids
 
     (store.directory(manifest) / "vocab.json").write_text("{}")
     with pytest.raises(Exception, match="vocab.json of 'es-en/opus' version 1 is corrupted"):
         store.load("es-en/opus")
+
+
+def test_an_imported_opus_model_translates_with_one_eos_and_alignments(opus_dir, store):
+    import_marian(opus_dir, store)
+    loaded = store.load("es-en/opus")
+    translator = Translator(loaded.model, loaded.tokenizer)
+    expected = marian_tokenizer(opus_dir)("el gato").input_ids
+    assert translator.encode("el gato") == expected  # one </s>, not [..., 2, 2]
+
+    options = DecodeOptions(max_length=4, return_alignment=True)
+    [translation] = translator.translate(["el gato"], options)
+    alignment = translation.best.alignment
+    assert alignment.source_tokens == loaded.tokenizer.pieces(expected)
+    assert alignment.source_tokens[-1] == "</s>"
+    assert len(alignment.weights) == len(alignment.target_tokens)
 
 
 def test_separate_vocabularies_are_refused(opus_dir):

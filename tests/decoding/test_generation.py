@@ -65,7 +65,8 @@ def test_a_seed_fixes_the_text_whatever_else_is_in_the_batch(engine):
 
 
 def test_streamed_chunks_concatenate_to_the_final_text_and_length_is_reported(engine):
-    texts, reasons, chunks = run(engine, [("a", "the word", SamplingParams(max_new_tokens=12))])
+    params = SamplingParams(max_new_tokens=12, seed=4)  # unseeded, an early EOS failed 2% of runs
+    texts, reasons, chunks = run(engine, [("a", "the word", params)])
     assert "".join(chunks["a"]) == texts["a"]
     assert len([c for c in chunks["a"] if c]) > 1
     assert reasons["a"] in {"length", "stop"}

@@ -32,7 +32,7 @@ import torch
 from tqdm import tqdm
 
 from service.bench.machine import processor_name
-from service.decoding.search import DecodeOptions, generate
+from service.decoding.search import DEFAULT_MIN_LENGTH, DecodeOptions, generate
 from service.models import build_model, make_config
 from service.models.transformer import Transformer
 from service.store.marian import export_marian
@@ -427,7 +427,7 @@ def benchmark_peers(
         threads = torch.get_num_threads()
         model = subject.model.eval()
         max_length = subject.fixed_length or max_length
-        min_length = subject.fixed_length or 0
+        min_length = subject.fixed_length or DEFAULT_MIN_LENGTH
         options = DecodeOptions(
             beam_size=beam_size,
             max_length=max_length,

@@ -20,6 +20,7 @@ from torch import Tensor
 from service.decoding.protocol import Seq2SeqDecoder
 
 NEG_INF = -1.0e9  # finite, as in HF, so that arithmetic on masked beams never yields NaN
+DEFAULT_MIN_LENGTH = 1
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,12 @@ class DecodeOptions:
     beam_size: int = 1
     n_best: int = 1
     max_length: int = 256  # generated tokens, EOS included
-    min_length: int = 0  # EOS is forbidden before this many tokens (benchmarks fix lengths)
+    # EOS is forbidden until this many tokens are generated (EOS not counted). 1 means a
+    # non-empty input never gets an empty translation: an undertrained model's first step
+    # often prefers EOS ("la luz" -> ""). The same rule as Hugging Face's min_new_tokens=1 and
+    # CTranslate2's min_decoding_length=1, so the peers stay comparable; benchmarks pin lengths
+    # with min_length = max_length.
+    min_length: int = DEFAULT_MIN_LENGTH
     length_penalty: float = 1.0
     early_stopping: bool | Literal["never"] = False
     sampling: bool = False
@@ -68,6 +74,11 @@ def _source_lengths(model: Seq2SeqDecoder, src: Tensor) -> list[int]:
 
 
 def _log_probs(model: Seq2SeqDecoder, logits: Tensor, step: int, options: DecodeOptions) -> Tensor:
+    """Next-token log-probabilities (B, V) with padding, and EOS before `min_length`, at -inf.
+
+    Masked after normalising, as Hugging Face's logits processors do in beam search, so the
+    scores of the tokens left are their unrenormalised log-probabilities in both.
+    """
     log_probs = logits.float().log_softmax(-1)
     log_probs[:, model.config.pad_id] = float("-inf")  # padding is never a word
     if step < options.min_length:

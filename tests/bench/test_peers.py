@@ -146,3 +146,35 @@ def test_ctranslate2_beam_search_equals_ours_with_early_stopping(decisive, beam)
     assert (
         translate(ctranslate2_engine(ct2_dir, subject.pieces, options, 1, "<pad>"), subject) == ours
     )
+
+
+@pytest.fixture(scope="module")
+def eos_first(tmp_path_factory):
+    """A tiny random model whose likeliest token is EOS at every step."""
+    torch.manual_seed(4)
+    model = build_model("transformer", make_config("transformer", "tiny", VOCAB)).eval()
+    with torch.no_grad():
+        model.final_logits_bias[0, EOS] = 8.0
+    pieces = ["<pad>", "<unk>", "</s>"] + [f"\u2581p{i}" for i in range(3, VOCAB)]
+    generator = torch.Generator().manual_seed(2)
+    sources = [
+        torch.randint(3, VOCAB, (n,), generator=generator).tolist() + [EOS] for n in (1, 3, 6, 9)
+    ]
+    subject = Subject(model, pieces, sources, "eos-first tiny")
+    hf_dir, ct2_dir = export_peers(subject, tmp_path_factory.mktemp("peers-eos"))
+    return subject, hf_dir, ct2_dir
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_peers_get_the_same_minimum_length(eos_first, beam):
+    """min_length=1 (our default) is Hugging Face's min_new_tokens=1 and CTranslate2's
+    min_decoding_length=1: neither counts the EOS, so all three say exactly one token here."""
+    subject, hf_dir, ct2_dir = eos_first
+    options = DecodeOptions(beam_size=beam, max_length=MAX_LENGTH, early_stopping=True)
+    ours = translate(ours_engine(subject.model, options), subject)
+    assert [len(tokens) for tokens in ours] == [1] * len(subject.sources)
+    assert translate(huggingface_engine(hf_dir, options), subject) == ours
+    ct2 = ctranslate2_engine(ct2_dir, subject.pieces, options, 1, "<pad>")
+    assert translate(ct2, subject) == ours
+    unbounded = DecodeOptions(beam_size=beam, max_length=MAX_LENGTH, min_length=0)
+    assert translate(ours_engine(subject.model, unbounded), subject) == [[]] * 4

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -193,7 +194,8 @@ class ScriptState:
 class ScriptedDecoder:
     config = ScriptConfig()
 
-    def __init__(self):
+    def __init__(self, script: dict | None = None):
+        self.script = SCRIPT if script is None else script
         self.rows_per_step: list[int] = []
 
     def encode(self, src):
@@ -211,7 +213,7 @@ class ScriptedDecoder:
         state.started = True
         logits = torch.full((len(tokens), 5), float("-inf"), dtype=torch.float64)
         for row, (source, prefix) in enumerate(zip(state.sources, state.prefixes, strict=True)):
-            script = SCRIPT if source == SCRIPTED_SOURCE else {}
+            script = self.script if source == SCRIPTED_SOURCE else {}
             for token, prob in script.get(prefix, DEFAULT).items():
                 logits[row, token] = math.log(prob)
         return logits, None
@@ -252,18 +254,19 @@ def test_length_penalty_zero_ranks_by_total_log_probability():
 
 def test_finished_rows_stop_costing_decoder_steps():
     decoder = ScriptedDecoder()
-    # Row 0 follows the script (greedy "a a eos": three steps); the other sources get DEFAULT
-    # and finish at once, so from step 2 on only row 0 is computed.
+    # Row 0 follows the script (greedy "a a eos": three steps); the other sources get DEFAULT,
+    # say "a" (EOS is not allowed first) and end at the second step, so from step 3 on only
+    # row 0 is computed.
     generate(decoder, torch.tensor([[5, EOS], [6, EOS], [7, EOS]]), DecodeOptions(max_length=10))
-    assert decoder.rows_per_step == [3, 1, 1]
+    assert decoder.rows_per_step == [3, 3, 1]
 
 
 def test_a_finished_sentence_drops_out_of_the_beam_batch():
     decoder = ScriptedDecoder()
     generate(decoder, torch.tensor([[6, EOS], [5, EOS]]), DecodeOptions(beam_size=2, max_length=10))
     # Step 1 runs one row per sentence (every beam starts alike), then two sentences x two
-    # beams; the DEFAULT sentence fills its beam with "eos" and "a eos" / "b eos" by step 2
-    # and leaves; the scripted one runs to step 3 alone.
+    # beams; the DEFAULT sentence (EOS not allowed first) fills its beam with "a eos" and
+    # "b eos" at step 2 and leaves; the scripted one runs to step 3 alone.
     assert decoder.rows_per_step == [2, 4, 2]
 
 
@@ -276,3 +279,91 @@ def test_invalid_options_are_refused_with_a_reason():
         DecodeOptions(sampling=True, temperature=0)
     with pytest.raises(ValueError, match="exclusive"):
         DecodeOptions(sampling=True, beam_size=2)
+
+
+# A script that wants EOS first: what an undertrained model does with a short input ("la luz"
+# -> ""). EOS is masked until one token is generated; the remaining log-probabilities are not
+# renormalised (Hugging Face's processors mask after the log-softmax too).
+EOS_FIRST = {
+    (): {EOS: 0.9, A: 0.06, B: 0.04},
+    (A,): {EOS: 0.7, A: 0.2, B: 0.1},
+    (B,): {EOS: 0.95, A: 0.03, B: 0.02},
+}
+EVERY_SEARCH = [
+    DecodeOptions(max_length=6),
+    DecodeOptions(beam_size=2, max_length=6),
+    DecodeOptions(beam_size=2, n_best=2, max_length=6, early_stopping=True),
+    DecodeOptions(beam_size=2, n_best=2, max_length=6, early_stopping="never"),
+    DecodeOptions(beam_size=2, n_best=2, max_length=6, length_penalty=0.0),
+    DecodeOptions(sampling=True, seed=0, max_length=6),
+    DecodeOptions(sampling=True, n_best=3, seed=1, max_length=6, top_k=2),
+    DecodeOptions(sampling=True, seed=2, max_length=6, top_p=0.5, temperature=0.7),
+]
+SEARCH_IDS = [
+    "greedy",
+    "beam",
+    "beam-early",
+    "beam-never",
+    "beam-lp0",
+    "sample",
+    "sample-n3",
+    "sample-top-p",
+]
+
+
+def test_greedy_never_ends_before_the_first_token():
+    result = generate(ScriptedDecoder(EOS_FIRST), torch.tensor([[5, EOS]]), DecodeOptions())[0]
+    assert [h.tokens for h in result] == [[A]]
+    assert result[0].score == pytest.approx(math.log(0.06) + math.log(0.7))
+
+
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_beam_search_never_ends_before_the_first_token(early_stopping):
+    # Step 1 keeps "a" (.06) and "b" (.04): EOS (.9) is masked. Step 2: "a eos" (.042) and
+    # "b eos" (.038) rank first and fill the beam; "a a" (.012) cannot beat log(.038)/2.
+    options = DecodeOptions(beam_size=2, n_best=2, max_length=10, early_stopping=early_stopping)
+    result = generate(ScriptedDecoder(EOS_FIRST), torch.tensor([[5, EOS]]), options)[0]
+    assert [h.tokens for h in result] == [[A], [B]]
+    assert [h.score for h in result] == pytest.approx([math.log(0.042) / 2, math.log(0.038) / 2])
+
+
+@pytest.mark.parametrize("options", EVERY_SEARCH, ids=SEARCH_IDS)
+def test_no_search_returns_an_empty_hypothesis(options):
+    src = torch.tensor([[5, EOS], [6, EOS], [5, EOS]])  # scripted and DEFAULT (EOS .8) sources
+    result = generate(ScriptedDecoder(EOS_FIRST), src, options)
+    assert len(result) == 3
+    for nbest in result:
+        assert nbest and all(len(h.tokens) >= 1 for h in nbest)
+    allowed = generate(ScriptedDecoder(EOS_FIRST), src, dataclasses.replace(options, min_length=0))
+    assert any(h.tokens == [] for nbest in allowed for h in nbest), "EOS lost its edge"
+
+
+def eos_first(model: torch.nn.Module) -> torch.nn.Module:
+    """The model with an output bias that makes EOS by far the likeliest token at every step."""
+    with torch.no_grad():
+        if hasattr(model, "final_logits_bias"):
+            model.final_logits_bias[0, model.config.eos_id] = 100.0
+        else:
+            model.out_vocab.bias[model.config.eos_id] = 100.0
+    return model
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("options", EVERY_SEARCH, ids=SEARCH_IDS)
+def test_real_models_that_want_eos_first_still_say_one_token(arch, options):
+    model = eos_first(tiny_model(arch))
+    for nbest in generate(model, source_batch(), options):
+        # EOS wins every step it may: exactly one token, then EOS.
+        assert [len(h.tokens) for h in nbest] == [1] * len(nbest)
+        assert all(h.finished for h in nbest)
+    allowed = generate(model, source_batch(), dataclasses.replace(options, min_length=0))
+    assert all(nbest[0].tokens == [] for nbest in allowed)  # the best one says nothing
+
+
+def test_min_length_is_bounded_by_max_length():
+    assert DecodeOptions().min_length == 1
+    assert DecodeOptions(max_length=1).min_length == 1
+    with pytest.raises(ValueError, match="min_length"):
+        DecodeOptions(max_length=4, min_length=5)
+    with pytest.raises(ValueError, match="min_length"):
+        DecodeOptions(min_length=-1)

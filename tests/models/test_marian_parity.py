@@ -58,12 +58,15 @@ def src():
     return src
 
 
-def hf_generate(hf, src, **kwargs):
+def hf_generate(hf, src, min_new_tokens=1, **kwargs):
+    """`generate` with our search's rules: no padding, and (DecodeOptions.min_length's default)
+    no EOS before the first token."""
     return hf.generate(
         input_ids=src,
         attention_mask=(src != PAD).long(),
         do_sample=False,
         bad_words_ids=[[PAD]],  # ours never emits padding
+        min_new_tokens=min_new_tokens,
         return_dict_in_generate=True,
         output_scores=True,
         **kwargs,
@@ -128,3 +131,31 @@ def test_beam_search_matches_generate(models, src, beams, n_best, length_penalty
         assert [h.score for h in nbest] == pytest.approx(
             scores[row * n_best : (row + 1) * n_best], abs=1e-4
         )
+
+
+@pytest.fixture(scope="module")
+def eos_first_models(tmp_path_factory, models):
+    """The same weights with EOS the likeliest first token for most sources."""
+    hf, _ = models
+    eager = transformers.MarianMTModel(hf.config).eval()
+    eager.load_state_dict(hf.state_dict())
+    with torch.no_grad():
+        eager.final_logits_bias[0, EOS] = 6.0
+    directory = tmp_path_factory.mktemp("marian-eos-first")
+    eager.save_pretrained(directory)
+    return eager, build_transformer_from_marian(directory)
+
+
+@pytest.mark.parametrize("min_length", [0, 1, 3])
+@pytest.mark.parametrize("beams", [1, 3])
+def test_min_length_matches_min_new_tokens(eos_first_models, src, min_length, beams):
+    hf, ours = eos_first_models
+    expected = hf_generate(
+        hf, src, min_new_tokens=min_length, num_beams=beams, max_new_tokens=12
+    ).sequences.tolist()
+    result = generate(
+        ours, src, DecodeOptions(beam_size=beams, max_length=12, min_length=min_length)
+    )
+    got = [n[0].tokens for n in result]
+    assert got == [strip(s) for s in expected]
+    assert min(len(t) for t in got) == min_length, "EOS first lost its edge"

@@ -88,11 +88,6 @@ class StaticKV:
     values: Tensor  # (N, H, S, D)
     group: int = 1  # query rows per memory row: the query batch is N * group
 
-    def reorder(self, index: Tensor) -> StaticKV:
-        """Select query rows `index` (B',); memory rows are shared whenever `index` allows."""
-        entries, group = shared_rows(index, self.group, self.keys.shape[0])
-        return self.select(entries, group)
-
     def select(self, entries: Tensor | None, group: int) -> StaticKV:
         """Keep memory rows `entries` (None: all, in order), each shared by `group` query rows."""
         if entries is None:

@@ -10,13 +10,16 @@ each row's token at that row's own position. This is continuous batching without
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from service.models.attention import KVCache
 from service.models.packed import PackedWeight, linear
+from service.models.presets import Presets
 from service.models.transformer import (
     ACTIVATIONS,
     DecoderLayer,
@@ -26,7 +29,12 @@ from service.models.transformer import (
 
 
 @dataclass(frozen=True)
-class LMConfig:
+class LMConfig(Presets):
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "tiny": dict(d_model=32, n_heads=4, n_layers=2, ffn_dim=64),
+        "small": {},
+    }
+
     vocab_size: int
     d_model: int = 256
     n_heads: int = 4
@@ -44,50 +52,49 @@ class LMConfig:
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}")
 
-    @classmethod
-    def preset(cls, name: str, vocab_size: int, **overrides) -> LMConfig:
-        presets = {
-            "tiny": dict(d_model=32, n_heads=4, n_layers=2, ffn_dim=64),
-            "small": {},
-        }
-        if name not in presets:
-            raise ValueError(f"unknown preset {name!r}; choose from {sorted(presets)}")
-        return replace(cls(vocab_size=vocab_size, **presets[name]), **overrides)
-
 
 @dataclass
 class RaggedKVCache:
     """One layer's keys/values for rows of different lengths, in (B, H, T_max, D) buffers.
 
-    It speaks `KVCache.append`, so the decoder blocks use it unchanged; `lengths` (B,) says
-    where each row's next entry goes and is set by `LanguageModel.step` before every step.
+    It speaks `KVCache.append`, so the decoder blocks use it unchanged. Each cache keeps its
+    rows' lengths and advances them itself when it appends: nothing has to be set on it before
+    a layer runs, so no call order can write a row at a stale position.
     """
 
     keys: Tensor
     values: Tensor
-    lengths: Tensor | None = None
-
-    @classmethod
-    def empty(cls, batch: int, heads: int, max_len: int, head_dim: int, like: Tensor):
-        shape = (batch, heads, max_len, head_dim)
-        return cls(like.new_zeros(shape), like.new_zeros(shape))
+    lengths: Tensor  # (B,) entries held per row: row b's next entry goes at lengths[b]
 
     def append(self, keys: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
         """Store one new (B, H, 1, D) entry per row; return the buffers up to the longest row."""
+        if keys.shape[2] != 1:
+            raise ValueError("a ragged cache takes one entry per row per step")
+        width = int(self.lengths.max()) + 1
+        if width > self.keys.shape[2]:
+            raise ValueError("the cache is full: raise max_len")
         rows = torch.arange(keys.shape[0], device=keys.device)
         self.keys[rows, :, self.lengths] = keys[:, :, 0]
         self.values[rows, :, self.lengths] = values[:, :, 0]
-        width = int(self.lengths.max()) + 1
+        self.lengths = self.lengths + 1
         return self.keys[:, :, :width], self.values[:, :, :width]
 
     def reorder(self, index: Tensor) -> RaggedKVCache:
-        return RaggedKVCache(self.keys.index_select(0, index), self.values.index_select(0, index))
+        return RaggedKVCache(
+            self.keys.index_select(0, index),
+            self.values.index_select(0, index),
+            self.lengths.index_select(0, index),
+        )
 
 
 @dataclass
 class LMState:
-    caches: list[RaggedKVCache]
-    lengths: Tensor  # (B,) tokens held per row
+    caches: list[RaggedKVCache]  # one per layer, each advancing its own lengths
+
+    @property
+    def lengths(self) -> Tensor:
+        """(B,) tokens held per row: every layer's cache holds the same number."""
+        return self.caches[0].lengths
 
     @property
     def batch_size(self) -> int:
@@ -124,19 +131,21 @@ class LanguageModel(nn.Module):
 
     def forward(self, tokens: Tensor) -> Tensor:
         """Training and prefill: right-padded (B, T) -> logits (B, T, V)."""
-        return self.logits(self._hidden(tokens)[0])
+        return self.logits(self._hidden(tokens))
 
-    def _hidden(self, tokens: Tensor) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
-        """Causal pass over whole sequences; also returns every layer's keys/values (B, H, T, D)."""
+    def _hidden(self, tokens: Tensor, caches: list[KVCache] | None = None) -> Tensor:
+        """Causal pass over whole sequences (B, T) -> hidden states (B, T, C).
+
+        With `caches` (prefill), each layer's self-attention appends the keys and values it
+        projects to its cache: they are computed once, by the attention that uses them.
+        """
         length = tokens.shape[1]
         positions = torch.arange(length, device=tokens.device)
         causal = torch.ones(length, length, dtype=torch.bool, device=tokens.device).tril()
         x = self.embed(tokens, positions)
-        kv = []
-        for layer in self.layers:
-            kv.append(layer.self_attn.project_kv(x))
-            x, _ = layer(x, self_mask=causal)
-        return x, [(s.keys, s.values) for s in kv]
+        for i, layer in enumerate(self.layers):
+            x, _ = layer(x, self_mask=causal, cache=None if caches is None else caches[i])
+        return x
 
     # Incremental decoding with per-row lengths.
 
@@ -152,40 +161,41 @@ class LanguageModel(nn.Module):
         longest = max(len(p) for p in prompts)
         if max_len < longest:
             raise ValueError(f"max_len={max_len} is shorter than a prompt of {longest} tokens")
-        device = self.embed_tokens.weight.device
+        weight = self.embed_tokens.weight
         tokens = torch.full((len(prompts), longest), self.config.pad_id, dtype=torch.long)
         for row, prompt in enumerate(prompts):
             tokens[row, : len(prompt)] = torch.tensor(prompt)
-        tokens = tokens.to(device)
-        lengths = torch.tensor([len(p) for p in prompts], device=device)
-        hidden, kv = self._hidden(tokens)
-        heads, head_dim = self.config.n_heads, self.config.d_model // self.config.n_heads
-        caches = []
-        for keys, values in kv:
-            cache = RaggedKVCache.empty(len(prompts), heads, max_len, head_dim, hidden)
-            cache.keys[:, :, :longest] = keys
-            cache.values[:, :, :longest] = values
-            caches.append(cache)
-        last = hidden[torch.arange(len(prompts), device=device), lengths - 1]
-        return self.logits(last), LMState(caches, lengths)
+        tokens = tokens.to(weight.device)
+        lengths = torch.tensor([len(p) for p in prompts], device=weight.device)
+        # Zeroed, not empty: a masked position's weight is 0, and 0 * NaN would still be NaN.
+        shape = (
+            len(prompts),
+            self.config.n_heads,
+            max_len,
+            self.config.d_model // self.config.n_heads,
+        )
+        caches = [
+            KVCache(weight.new_zeros(shape), weight.new_zeros(shape), 0, max_len)
+            for _ in self.layers
+        ]
+        hidden = self._hidden(tokens, caches)  # the caches' buffers fill in place
+        last = hidden[torch.arange(len(prompts), device=weight.device), lengths - 1]
+        ragged = [RaggedKVCache(cache.keys, cache.values, lengths) for cache in caches]
+        return self.logits(last), LMState(ragged)
 
     def step(self, tokens: Tensor, state: LMState) -> Tensor:
         """Append one token per row (B,) at each row's own position; next logits (B, V)."""
-        lengths = state.lengths
+        lengths = state.lengths  # (B,) the new tokens' positions; each cache advances its own
         width = int(lengths.max()) + 1
-        if width > state.caches[0].keys.shape[2]:
-            raise ValueError("the cache is full: raise max_len")
         x = self.embed(tokens[:, None], lengths[:, None])  # (B, 1, C)
         visible = torch.arange(width, device=tokens.device)[None, :] <= lengths[:, None]
         mask = visible[:, None, None, :]  # (B, 1, 1, W): each row sees its own prefix only
         for layer, cache in zip(self.layers, state.caches, strict=True):
-            cache.lengths = lengths
             x, _ = layer(x, self_mask=mask, cache=cache)
-        state.lengths = lengths + 1
         return self.logits(x[:, 0])
 
     def reorder_state(self, state: LMState, index: Tensor) -> LMState:
-        return LMState([c.reorder(index) for c in state.caches], state.lengths[index])
+        return LMState([c.reorder(index) for c in state.caches])
 
     @staticmethod
     def merge(first: LMState, second: LMState) -> LMState:
@@ -201,7 +211,8 @@ class LanguageModel(nn.Module):
             RaggedKVCache(
                 torch.cat([widen(a.keys), widen(b.keys)]),
                 torch.cat([widen(a.values), widen(b.values)]),
+                torch.cat([a.lengths, b.lengths]),
             )
             for a, b in zip(first.caches, second.caches, strict=True)
         ]
-        return LMState(caches, torch.cat([first.lengths, second.lengths]))
+        return LMState(caches)

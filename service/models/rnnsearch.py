@@ -8,7 +8,8 @@ previous word and c_i updates its state, and a maxout "deep output" layer predic
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -16,10 +17,16 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from service.models.packed import Linear
+from service.models.presets import Presets
 
 
 @dataclass(frozen=True)
-class RNNSearchConfig:
+class RNNSearchConfig(Presets):
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "tiny": dict(embed_dim=16, hidden_dim=32, attention_dim=32, output_dim=16),
+        "small": {},
+    }
+
     vocab_size: int
     embed_dim: int = 256  # the paper's m = 620; smaller to train on two CPU cores
     hidden_dim: int = 256  # n = 1000 in the paper
@@ -30,16 +37,6 @@ class RNNSearchConfig:
     pad_id: int = 0
     eos_id: int = 2
     decoder_start_id: int = 0
-
-    @classmethod
-    def preset(cls, name: str, vocab_size: int, **overrides) -> RNNSearchConfig:
-        presets = {
-            "tiny": dict(embed_dim=16, hidden_dim=32, attention_dim=32, output_dim=16),
-            "small": {},
-        }
-        if name not in presets:
-            raise ValueError(f"unknown preset {name!r}; choose from {sorted(presets)}")
-        return replace(cls(vocab_size=vocab_size, **presets[name]), **overrides)
 
 
 @dataclass

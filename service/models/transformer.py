@@ -9,7 +9,8 @@ and `transformers` / CTranslate2 can serve as independent references on identica
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -17,12 +18,18 @@ from torch import Tensor, nn
 
 from service.models.attention import KVCache, MultiHeadAttention, StaticKV, shared_rows
 from service.models.packed import Linear, PackedWeight, linear
+from service.models.presets import Presets
 
 ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "swish": F.silu, "silu": F.silu}
 
 
 @dataclass(frozen=True)
-class TransformerConfig:
+class TransformerConfig(Presets):
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "tiny": dict(d_model=32, n_heads=4, encoder_layers=2, decoder_layers=2, ffn_dim=64),
+        "small": {},
+    }
+
     vocab_size: int
     d_model: int = 256
     n_heads: int = 4
@@ -44,16 +51,6 @@ class TransformerConfig:
     def __post_init__(self):
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}")
-
-    @classmethod
-    def preset(cls, name: str, vocab_size: int, **overrides) -> TransformerConfig:
-        presets = {
-            "tiny": dict(d_model=32, n_heads=4, encoder_layers=2, decoder_layers=2, ffn_dim=64),
-            "small": {},
-        }
-        if name not in presets:
-            raise ValueError(f"unknown preset {name!r}; choose from {sorted(presets)}")
-        return replace(cls(vocab_size=vocab_size, **presets[name]), **overrides)
 
 
 def sinusoidal_positions(n_positions: int, dim: int) -> Tensor:

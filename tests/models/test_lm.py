@@ -58,3 +58,42 @@ def test_prefill_refuses_an_empty_prompt_and_a_short_cache(lm):
         lm.prefill([[2, 3], []], max_len=8)
     with pytest.raises(ValueError, match="shorter than a prompt"):
         lm.prefill([[2, 3, 4]], max_len=2)
+
+
+@torch.no_grad()
+def test_prefill_projects_each_layers_keys_and_values_once(lm):
+    calls = []
+    hooks = [
+        projection.register_forward_hook(lambda *_: calls.append(1))
+        for layer in lm.layers
+        for projection in (layer.self_attn.k_proj, layer.self_attn.v_proj)
+    ]
+    try:
+        lm.prefill([[2, 5, 6, 7], [2, 9]], max_len=8)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert len(calls) == 2 * len(lm.layers)
+
+
+@torch.no_grad()
+def test_every_layer_cache_advances_its_own_lengths(lm):
+    """Nothing is set on a cache before a layer runs: each knows where its rows' entries go."""
+    logits, state = lm.prefill([[2, 5, 6], [2, 7]], max_len=6)
+    lm.step(logits.argmax(-1), state)
+    assert [cache.lengths.tolist() for cache in state.caches] == [[4, 3]] * len(lm.layers)
+    layer, cache = lm.layers[0], state.caches[0]
+    x = torch.randn(2, 1, lm.config.d_model, generator=torch.Generator().manual_seed(0))
+    expected = layer.self_attn.split_heads(layer.self_attn.k_proj(x.double()))[:, :, 0]
+    layer(x.double(), self_mask=None, cache=cache)  # called on its own, it writes where it should
+    assert cache.lengths.tolist() == [5, 4]
+    torch.testing.assert_close(cache.keys[0, :, 4], expected[0])
+    torch.testing.assert_close(cache.keys[1, :, 3], expected[1])
+    assert not cache.keys[1, :, 4].any()
+
+
+def test_a_full_cache_is_refused(lm):
+    logits, state = lm.prefill([[2, 5]], max_len=3)
+    lm.step(logits.argmax(-1), state)
+    with pytest.raises(ValueError, match="cache is full"):
+        lm.step(logits.argmax(-1), state)

@@ -7,9 +7,10 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 # Debian packages the tests drive: a real Prometheus server, docker-compose to validate the
-# compose file (no Docker engine needed for `config`), and the SWORD tools and Bible modules the
-# corpus is regenerated from.
-SYSTEM_PACKAGES := prometheus docker-compose libsword-utils sword-text-sparv sword-text-web
+# compose file (no Docker engine needed for `config`), the SWORD tools and Bible modules the
+# corpus is regenerated from, and Apertium, the rule-based peer `eval` scores beside ours.
+SYSTEM_PACKAGES := prometheus docker-compose libsword-utils sword-text-sparv sword-text-web \
+	apertium apertium-eng-spa
 
 .PHONY: install system-deps serve test test-fast bench lint loadtest clean
 

@@ -132,29 +132,66 @@ def _load(model: str, version: int | None, root: Path, device: str):
 def eval_command(
     model: ModelOption = "transformer",
     version: VersionOption = None,
-    split: Annotated[str, typer.Option(help="train, valid or test.")] = "test",
+    split: Annotated[
+        str, typer.Option(help="bible, general or ui (test: the same as bible), train or valid.")
+    ] = "test",
     beam_size: Annotated[int, typer.Option(help="Beam size; 1 is greedy.")] = 4,
     limit: Annotated[int, typer.Option(help="First N pairs only; 0: all.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full result as JSON.")] = False,
+    apertium: Annotated[
+        bool | None,
+        typer.Option(
+            "--apertium/--no-apertium",
+            help="Score Apertium on the same lines; default: when it is installed.",
+        ),
+    ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
     threads: Annotated[int, typer.Option(help="Torch threads; 0: torch default.")] = 0,
     root: RootOption = DEFAULT_ROOT,
     data_dir: Annotated[Path | None, typer.Option(help="Corpus directory.")] = None,
 ) -> None:
-    """BLEU / chrF (sacrebleu), BLEU by source length, and decode speed of a stored model."""
+    """BLEU / chrF (sacrebleu), empty outputs, BLEU by source length and decode speed of a
+    stored model, with Apertium scored on the same lines beside it.
+
+    The model's manifest says its direction: an en->es model translates the English side.
+    """
     import torch
 
     from service.decoding.search import DecodeOptions
     from service.decoding.translator import Translator
+    from service.store import ModelStoreError
     from service.text.corpus import load_split
-    from service.training.evaluate import evaluate
+    from service.training import apertium as peer
+    from service.training.evaluate import evaluate, orient
 
     if threads > 0:
         torch.set_num_threads(threads)
-    loaded = _load(model, version, root, device)
-    pairs = load_split(split, data_dir) if data_dir else load_split(split)
+    try:
+        loaded = _load(model, version, root, device)
+    except ModelStoreError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    source_lang, target_lang = loaded.manifest.source_lang, loaded.manifest.target_lang
+    try:
+        pairs = load_split(split, data_dir) if data_dir else load_split(split)
+        pairs = orient(pairs, source_lang, target_lang)
+    except (ValueError, FileNotFoundError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
     if limit:
         pairs = pairs[:limit]
+    with_apertium = apertium
+    if with_apertium is None:
+        with_apertium = peer.available(source_lang, target_lang)
+        if not with_apertium:
+            typer.echo(f"note: Apertium not scored; {peer.INSTALL_HINT}", err=True)
+    peer_result = None
+    if with_apertium:
+        try:
+            peer_result = peer.evaluate_apertium(pairs, source_lang, target_lang)
+        except (peer.ApertiumError, ValueError) as error:
+            typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(2) from None
     result = evaluate(
         Translator(loaded.model, loaded.tokenizer),
         pairs,
@@ -165,15 +202,40 @@ def eval_command(
         "model": loaded.manifest.id,
         "version": loaded.manifest.version,
         "split": split,
+        "direction": f"{source_lang}-{target_lang}",
         **result,
+        "apertium": None
+        if peer_result is None
+        else {
+            key: peer_result[key]
+            for key in (
+                "bleu",
+                "chrf",
+                "empty",
+                "sentences",
+                "direction",
+                "version",
+                "bleu_signature",
+                "chrf_signature",
+                "wall_s",
+            )
+        },
     }
     if as_json:
         typer.echo(json.dumps(result, indent=2, ensure_ascii=False))
         return
     typer.echo(
         f"{result['model']} v{result['version']} on {split} ({result['sentences']} sentences, "
-        f"beam {beam_size}): BLEU {result['bleu']:.2f}  chrF {result['chrf']:.2f}"
+        f"beam {beam_size}): BLEU {result['bleu']:.2f}  chrF {result['chrf']:.2f}  "
+        f"empty {result['empty']}"
     )
+    if peer_result is not None:
+        typer.echo(
+            f"apertium {peer_result['direction']} on the same lines: BLEU "
+            f"{peer_result['bleu']:.2f}  chrF {peer_result['chrf']:.2f}  "
+            f"empty {peer_result['empty']}  ({peer_result['version']}, "
+            f"{peer_result['wall_s']:.1f} s)"
+        )
     typer.echo(f"  {result['bleu_signature']}\n  {result['chrf_signature']}")
     for bucket in result["buckets"]:
         bleu = "-" if bucket["bleu"] is None else f"{bucket['bleu']:.2f}"

@@ -36,9 +36,45 @@ class SupportsTranslate(Protocol):
 
 
 @dataclass(frozen=True)
-class _Pair:
+class OrientedPair:
+    """A corpus pair read in a model's direction: `source` is what the model translates."""
+
+    key: str
     source: str
     target: str
+
+
+# The corpus stores every pair as (key, es, en): `Pair.source` is Spanish, `Pair.target` English.
+CORPUS_LANGUAGES = ("es", "en")
+
+
+def orient(pairs: Sequence[TextPair], source_lang: str, target_lang: str) -> list[OrientedPair]:
+    """The pairs as a `source_lang` -> `target_lang` model is scored on them.
+
+    An en->es model translates the English side and is scored against the Spanish one; what
+    its manifest's languages say, not its id, decides.
+    """
+    if (source_lang, target_lang) == CORPUS_LANGUAGES:
+        flip = False
+    elif (target_lang, source_lang) == CORPUS_LANGUAGES:
+        flip = True
+    else:
+        raise ValueError(
+            f"the corpus is es<->en; a {source_lang}->{target_lang} model cannot be scored on it"
+        )
+    return [
+        OrientedPair(
+            str(getattr(p, "key", i)),
+            p.target if flip else p.source,
+            p.source if flip else p.target,
+        )
+        for i, p in enumerate(pairs)
+    ]
+
+
+def count_empty(hypotheses: Sequence[str]) -> int:
+    """Translations with no text at all (whitespace only): a non-empty input should have none."""
+    return sum(1 for h in hypotheses if not h.strip())
 
 
 def bucket_name(low: int, high: int | None) -> str:
@@ -99,7 +135,7 @@ def translate_all(
 
 
 def score(hypotheses: Sequence[str], references: Sequence[str], sources: Sequence[str]) -> dict:
-    """BLEU and chrF over the corpus, and BLEU per source-length bucket."""
+    """BLEU and chrF over the corpus, BLEU per source-length bucket, and empty outputs."""
     if len(hypotheses) != len(references) or len(sources) != len(references):
         raise ValueError("hypotheses, references and sources must have the same length")
     bleu, chrf = BLEU(), CHRF()
@@ -130,6 +166,7 @@ def score(hypotheses: Sequence[str], references: Sequence[str], sources: Sequenc
         "bleu_signature": str(bleu.get_signature()),
         "chrf_signature": str(chrf.get_signature()),
         "bleu_detail": str(bleu_score),
+        "empty": count_empty(hypotheses),
         "sentences": len(references),
         "buckets": buckets,
     }
@@ -145,7 +182,8 @@ def evaluate(
 ) -> dict[str, Any]:
     """Translate every pair's source and score against its target.
 
-    Returns {"bleu", "chrf", "bleu_signature", "chrf_signature", "bleu_detail", "sentences",
+    Returns {"bleu", "chrf", "bleu_signature", "chrf_signature", "bleu_detail", "empty",
+    "sentences",
     "buckets": [{"bucket", "min_words", "max_words", "count", "bleu"}], "speed": {"wall_s",
     "sentences", "sentences_per_s", "target_tokens", "target_tokens_per_s", "batches"},
     "decode": {beam_size, ...}} and "hypotheses" when asked.
@@ -170,4 +208,13 @@ def evaluate(
     return result
 
 
-__all__ = ["LENGTH_BUCKETS", "bucket_of", "evaluate", "score", "translate_all"]
+__all__ = [
+    "LENGTH_BUCKETS",
+    "OrientedPair",
+    "bucket_of",
+    "count_empty",
+    "evaluate",
+    "orient",
+    "score",
+    "translate_all",
+]

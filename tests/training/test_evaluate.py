@@ -3,7 +3,7 @@ from dataclasses import dataclass
 import pytest
 
 from service.decoding.search import DecodeOptions
-from service.training.evaluate import bucket_of, evaluate
+from service.training.evaluate import bucket_of, evaluate, orient
 
 from .helpers import SimplePair
 
@@ -65,6 +65,28 @@ def test_a_perfect_translator_scores_100():
     assert speed["sentences"] == 4 and speed["sentences_per_s"] > 0
     assert speed["target_tokens"] > 0 and speed["wall_s"] >= 0
     assert result["decode"]["beam_size"] == 4
+
+
+def test_empty_outputs_are_counted():
+    answers = {p.source: p.target for p in PAIRS}
+    answers[PAIRS[2].source] = ""
+    answers[PAIRS[0].source] = "  "
+    result = evaluate(LookupTranslator(answers), PAIRS, progress=False)
+    assert result["empty"] == 2
+    perfect = evaluate(LookupTranslator({p.source: p.target for p in PAIRS}), PAIRS, progress=False)
+    assert perfect["empty"] == 0
+
+
+def test_an_en_es_model_translates_the_english_side():
+    flipped = orient(PAIRS, "en", "es")
+    assert [(p.key, p.source, p.target) for p in flipped] == [
+        (p.key, p.target, p.source) for p in PAIRS
+    ]
+    assert [(p.source, p.target) for p in orient(PAIRS, "es", "en")] == [
+        (p.source, p.target) for p in PAIRS
+    ]
+    perfect = LookupTranslator({p.target: p.source for p in PAIRS})
+    assert evaluate(perfect, flipped, progress=False)["bleu"] == pytest.approx(100.0)
 
 
 def test_a_wrong_translator_scores_low():

@@ -100,13 +100,29 @@ def peers_command(
     store: Annotated[
         Path | None, typer.Option(help="model store root; default ./model_store")
     ] = None,
+    dtype: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="float32 (default), bfloat16 or int8 for ours and Hugging Face, CTranslate2's "
+            "compute_type to match; repeat to run several"
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ):
     """Ours vs Hugging Face generate vs CTranslate2 on identical weights and batches."""
+    from service.models.precision import DTYPES
+
+    for name in dtype or []:
+        if name not in DTYPES:
+            raise typer.BadParameter(f"choose from {', '.join(DTYPES)}", param_hint="--dtype")
     subject = _subject(model, version, split, limit, random, preset, output_length, store)
     results = _peers(
         subject,
-        [(beam, early_stopping) for beam in beam_size or [4]],
+        [
+            (beam, early_stopping, precision)
+            for precision in dtype or ["float32"]
+            for beam in beam_size or [4]
+        ],
         batch_size=batch_size,
         max_length=max_length,
         length_penalty=length_penalty,
@@ -126,7 +142,7 @@ def peers_command(
             "target tokens/s",
             "identical to ours",
             title=f"peers: {r.model}, beam {r.beam_size} (early_stopping={r.early_stopping}), "
-            f"{r.sentences} sentences, "
+            f"{r.dtype} (CTranslate2 {r.ctranslate2_compute_type}), {r.sentences} sentences, "
             f"{r.threads} thread(s), load {r.load_average[0]}->{r.load_average[1]}",
         )
         for name, e in r.engines.items():
@@ -161,13 +177,19 @@ def _subject(model, version, split, limit, random, preset, output_length, store)
     )
 
 
-def _peers(subject, searches: list[tuple[int, bool]], **options):
-    """One peers benchmark per (beam size, early_stopping)."""
+def _peers(subject, searches: list[tuple], **options):
+    """One peers benchmark per (beam size, early_stopping[, dtype]); dtype default float32."""
     from service.bench.peers import benchmark_peers
 
     return [
-        benchmark_peers(subject, beam_size=beam, early_stopping=early_stopping, **options)
-        for beam, early_stopping in searches
+        benchmark_peers(
+            subject,
+            beam_size=beam,
+            early_stopping=early_stopping,
+            dtype=dtype[0] if dtype else "float32",
+            **options,
+        )
+        for beam, early_stopping, *dtype in searches
     ]
 
 

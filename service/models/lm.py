@@ -118,6 +118,8 @@ class LanguageModel(nn.Module):
         )
         self.embed_scale = math.sqrt(config.d_model)
         self.output_packed = PackedWeight()
+        # Set by `precision.prepare_for_inference` where the tied projection is quantized.
+        self.output_layer: nn.Module | None = None
         init_weights(self, config.d_model, config.pad_id)
 
     def embed(self, tokens: Tensor, positions: Tensor) -> Tensor:
@@ -127,6 +129,8 @@ class LanguageModel(nn.Module):
         return F.dropout(x, self.config.dropout, self.training)
 
     def logits(self, hidden: Tensor) -> Tensor:
+        if self.output_layer is not None:
+            return self.output_layer(hidden)
         return linear(hidden, self.embed_tokens.weight, None, self.output_packed)
 
     def forward(self, tokens: Tensor) -> Tensor:

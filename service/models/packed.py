@@ -7,6 +7,10 @@ is clearly faster on one core (AMD EPYC, 128 rows: the 8000-word output layer 5.
 whole beam-4 decoding of the test set ~12% faster), so every linear layer keeps a packed copy of
 its weight and uses it whenever no gradient is wanted: validation, decoding, serving.
 
+bfloat16 models (`precision.prepare_for_inference(model, "bfloat16")`) pack the same way where
+the CPU has native bfloat16 (AVX512-BF16, AMX), where oneDNN's packed bfloat16 kernel beat eager
+`F.linear` in bfloat16 too (Xeon with AMX, 128 rows, output layer: 2.0 vs 2.9 ms).
+
 The copy is rebuilt whenever the weight changes (its storage or its version counter: optimizer
 steps update weights in place), so training never sees stale weights. Training itself, GPUs and
 other dtypes take the ordinary `F.linear` path.
@@ -23,7 +27,12 @@ def _packing_available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
+def _bfloat16_available() -> bool:
+    return AVAILABLE and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
 AVAILABLE = _packing_available()
+PACKED_DTYPES = (torch.float32, torch.bfloat16) if _bfloat16_available() else (torch.float32,)
 
 
 class PackedWeight:
@@ -50,11 +59,13 @@ class PackedWeight:
 
 
 def packable(x: Tensor, weight: Tensor) -> bool:
-    """True when `x @ weight.T` may run on the packed copy: CPU float32, no autograd."""
+    """True when `x @ weight.T` may run on the packed copy: CPU float32 (or bfloat16 where the
+    CPU has it), no autograd."""
     return (
         AVAILABLE
         and x.device.type == "cpu"
-        and x.dtype == weight.dtype == torch.float32
+        and x.dtype == weight.dtype
+        and x.dtype in PACKED_DTYPES
         and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
     )
 

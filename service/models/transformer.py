@@ -228,6 +228,8 @@ class Transformer(nn.Module):
         )
         self.embed_scale = math.sqrt(config.d_model) if config.scale_embedding else 1.0
         self.output_packed = PackedWeight()
+        # Set by `precision.prepare_for_inference` where the tied projection is quantized.
+        self.output_layer: nn.Module | None = None
         init_weights(self, config.d_model, config.pad_id)
 
     def embed(self, tokens: Tensor, start: int = 0) -> Tensor:
@@ -251,6 +253,8 @@ class Transformer(nn.Module):
 
     def logits(self, hidden: Tensor) -> Tensor:
         """Output layer: the shared embedding as a projection, plus the final bias."""
+        if self.output_layer is not None:
+            return self.output_layer(hidden)
         return linear(hidden, self.shared.weight, self.final_logits_bias[0], self.output_packed)
 
     def decode(

@@ -24,6 +24,12 @@ ModelOption = Annotated[
 VersionOption = Annotated[
     int | None, typer.Option("--version", help="Model version; default: the newest.")
 ]
+DtypeOption = Annotated[
+    str | None,
+    typer.Option(
+        "--dtype", help="float32, bfloat16 or int8 inference; default: int8 on CPU, else float32."
+    ),
+]
 
 
 def _command_line() -> str:
@@ -122,11 +128,18 @@ def train_command(
     typer.echo(json.dumps(summary, indent=2))
 
 
-def _load(model: str, version: int | None, root: Path, device: str):
+def _load(model: str, version: int | None, root: Path, device: str, dtype: str | None = None):
+    """Load from the store; translators are prepared for inference at `dtype`."""
+    from service.models.precision import DTYPES, prepare_for_inference
     from service.store import ModelStore
     from service.training.trainer import resolve_device
 
-    return ModelStore(root).load(model, version, device=resolve_device(device))
+    if dtype is not None and dtype not in DTYPES:
+        raise typer.BadParameter(f"choose from {', '.join(DTYPES)}", param_hint="--dtype")
+    loaded = ModelStore(root).load(model, version, device=resolve_device(device))
+    if loaded.manifest.arch != "lm":
+        prepare_for_inference(loaded.model, dtype)
+    return loaded
 
 
 def eval_command(
@@ -146,6 +159,7 @@ def eval_command(
         ),
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
+    dtype: DtypeOption = None,
     threads: Annotated[int, typer.Option(help="Torch threads; 0: torch default.")] = 0,
     root: RootOption = DEFAULT_ROOT,
     data_dir: Annotated[Path | None, typer.Option(help="Corpus directory.")] = None,
@@ -159,6 +173,7 @@ def eval_command(
 
     from service.decoding.search import DecodeOptions
     from service.decoding.translator import Translator
+    from service.models.precision import model_dtype
     from service.store import ModelStoreError
     from service.text.corpus import load_split
     from service.training import apertium as peer
@@ -167,7 +182,7 @@ def eval_command(
     if threads > 0:
         torch.set_num_threads(threads)
     try:
-        loaded = _load(model, version, root, device)
+        loaded = _load(model, version, root, device, dtype)
     except ModelStoreError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
@@ -202,6 +217,7 @@ def eval_command(
         "model": loaded.manifest.id,
         "version": loaded.manifest.version,
         "split": split,
+        "dtype": model_dtype(loaded.model),
         "direction": f"{source_lang}-{target_lang}",
         **result,
         "apertium": None
@@ -255,13 +271,14 @@ def translate_command(
     version: VersionOption = None,
     beam_size: Annotated[int, typer.Option(help="Beam size; 1 is greedy.")] = 4,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
+    dtype: DtypeOption = None,
     root: RootOption = DEFAULT_ROOT,
 ) -> None:
     """Translate the given sentences with a stored model; one line out per input."""
     from service.decoding.search import DecodeOptions
     from service.decoding.translator import Translator
 
-    loaded = _load(model, version, root, device)
+    loaded = _load(model, version, root, device, dtype)
     translations = Translator(loaded.model, loaded.tokenizer).translate(
         list(texts), DecodeOptions(beam_size=beam_size)
     )

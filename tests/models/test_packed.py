@@ -62,9 +62,22 @@ def test_training_takes_the_autograd_path():
     assert layer.packed._entry is None  # nothing was packed
 
 
+@pytest.mark.skipif(
+    torch.bfloat16 not in packed.PACKED_DTYPES, reason="this CPU has no native bfloat16"
+)
+def test_bfloat16_packs_where_the_cpu_has_it():
+    layer = _layer().to(torch.bfloat16)
+    x = torch.randn(3, 16, dtype=torch.bfloat16)
+    with torch.inference_mode():
+        out = layer(x)
+    assert layer.packed._entry is not None
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out, F.linear(x, layer.weight, layer.bias), rtol=2e-2, atol=2e-2)
+
+
 def test_other_dtypes_take_the_plain_path():
-    weight = torch.randn(8, 4, dtype=torch.bfloat16)
-    x = torch.randn(2, 4, dtype=torch.bfloat16)
+    weight = torch.randn(8, 4, dtype=torch.float16)
+    x = torch.randn(2, 4, dtype=torch.float16)
     cache = PackedWeight()
     with torch.inference_mode():
         assert not packable(x, weight)

@@ -6,38 +6,13 @@ looked up in this in-memory list of served models, never in the file system.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
-
 from service.api.errors import ApiError
-
-
-@dataclass(frozen=True)
-class ServedModel:
-    """One deployed model version, as the HTTP layer sees it (manifest facts, no weights)."""
-
-    key: str  # the deployment that serves it
-    id: str  # "es-en/transformer"
-    version: int
-    arch: str
-    source: str
-    target: str
-    parameters: int
-    metrics: dict[str, Any] = field(default_factory=dict)
-    max_output_tokens: int | None = None  # the model's own limit (positions), if it has one
-    default: bool = False
-    created: int = 0  # Unix time the version was saved (OpenAI's `created`)
-
-    @property
-    def name(self) -> str:
-        return self.id.split("/", 1)[1]
-
-    @property
-    def label(self) -> str:
-        return f"{self.id}@{self.version}"
+from service.contracts import ServedModel
 
 
 class Catalog:
+    """The served translation models, newest version first within an id."""
+
     def __init__(self, models: list[ServedModel]):
         if not models:
             raise ValueError("a catalog needs at least one model")

@@ -1,8 +1,10 @@
 """Every error the API returns, in one shape: `{"error": {"type", "message", "field"}}`.
 
-This module is the one place that decides status codes: validation errors (422), unknown
-routes (404/405), oversized bodies (413), and the errors raised on purpose as `ApiError`
-(404 unknown model/version/language pair, 503 overloaded, 504 timeout). Anything unexpected
+This module is the one place that decides status codes: validation errors (422), unparseable
+bodies (400), unknown routes (404/405), oversized bodies (413), errors the routes raise as
+`ApiError` (404 unknown model/version/language pair, 409, 415), and the domain errors of
+`service.contracts` that the model replicas and the ingress's clients raise (503 overloaded or
+model unavailable, 504 timeout, 422 prompt too long, 500 decode failed). Anything unexpected
 still answers JSON (500, `internal_error`) and never takes the process down; such a response is
 a bug to fix, and its request id is logged with the traceback.
 
@@ -26,6 +28,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.schemas import TEXT_UNION_TAGS
+from service.contracts import (
+    DecodeFailed,
+    ModelUnavailable,
+    Overloaded,
+    PromptTooLong,
+    ServiceError,
+    Timeout,
+)
 
 logger = logging.getLogger("service.api")
 
@@ -63,14 +73,29 @@ class ApiError(Exception):
         self.field = field
         self.headers = dict(headers or {})
 
-    def __reduce__(self):  # picklable with keyword-only state, for Ray
-        return (ApiError, (self.status, self.type, self.message, self.field, self.headers))
+
+# Domain errors -> (status, type). Looked up along the class's MRO, so a subclass (Ray's
+# RayTaskError wraps a replica's exception in one) maps like its base.
+DOMAIN_ERRORS: dict[type[ServiceError], tuple[int, str]] = {
+    Overloaded: (503, "overloaded"),
+    ModelUnavailable: (503, "model_unavailable"),
+    Timeout: (504, "timeout"),
+    PromptTooLong: (422, "validation_error"),
+    DecodeFailed: (500, "internal_error"),
+    ServiceError: (500, "internal_error"),
+}
 
 
-def overloaded(message: str, retry_after_s: float) -> ApiError:
-    return ApiError(
-        503, "overloaded", message, headers={"Retry-After": str(max(0, round(retry_after_s)))}
-    )
+def api_error(error: ServiceError) -> ApiError:
+    """The HTTP status and body of a domain error, with Retry-After when it says when."""
+    status, kind = next(DOMAIN_ERRORS[k] for k in type(error).__mro__ if k in DOMAIN_ERRORS)
+    headers = {}
+    if error.retry_after_s is not None:
+        headers["Retry-After"] = str(max(0, round(error.retry_after_s)))
+    message = error.message
+    if status == 422 and error.field:  # like every validation message: "field: what is wrong"
+        message = f"{error.field}: {message}"
+    return ApiError(status, kind, message, error.field, headers)
 
 
 def error_body(type: str, message: str, field: str | None = None) -> dict[str, Any]:
@@ -134,6 +159,10 @@ async def _on_api_error(request: Request, exc: ApiError) -> JSONResponse:
     return error_response(exc.status, exc.type, exc.message, exc.field, exc.headers)
 
 
+async def _on_service_error(request: Request, exc: ServiceError) -> JSONResponse:
+    return await _on_api_error(request, api_error(exc))
+
+
 async def _on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     return JSONResponse(validation_error_body(exc.errors()), status_code=422)
 
@@ -151,6 +180,7 @@ async def _on_http_error(request: Request, exc: StarletteHTTPException) -> JSONR
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _on_api_error)
+    app.add_exception_handler(ServiceError, _on_service_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
 

@@ -13,43 +13,29 @@ remembers which model and variant served each of its most recent `feedback_capac
 translations in memory (an LRU map, per ingress replica): an id it no longer remembers, or one
 another ingress replica served, is answered 404, and each request can be rated once (409 after).
 
-`POST /v1/compare` sends one input through several models at once and returns each model's
-output and latency side by side.
+Choosing is kept apart from recording: `assign_variant` is a pure function (experiment and user
+id in, variant out), `ABTesting.choose` reads nothing but the route, the request's headers and
+its fields, and the handlers that use it label their request's metrics (`record_choice`).
 """
 
-# No `from __future__ import annotations`: FastAPI must see the compare request model built in
-# install_ab_routes, not its name as a string.
+from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import random
-import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Annotated, Any, Literal
+from typing import Literal
 
-from fastapi import FastAPI, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model, field_validator
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from service.api.backend import Backend, JobResult, TranslationJob
-from service.api.catalog import Catalog, ServedModel
-from service.api.errors import ApiError, request_id_of
+from service.api.catalog import Catalog
+from service.api.errors import ApiError
 from service.api.observability import Recorder, label_request, variant_labels
-from service.api.schemas import (
-    LANGUAGE_CODE,
-    MODEL_NAME,
-    REQUEST_ID,
-    ApiSettings,
-    ErrorDetail,
-    ErrorResponse,
-    Timing,
-    TranslationResult,
-    Usage,
-    text_input_type,
-)
+from service.api.schemas import BODY_ERRORS, MODEL_NAME, REQUEST_ID, errors, json_int
+from service.contracts import ServedModel
 
 logger = logging.getLogger("service.api")
 
@@ -128,6 +114,11 @@ def user_point(experiment: str, user: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
+def assign_variant(experiment: Experiment, user: str) -> Variant:
+    """The variant a user gets in an experiment: the same on every replica, every time."""
+    return experiment.pick(user_point(experiment.name, user[:MAX_USER_ID_CHARS]))
+
+
 class Experiment:
     def __init__(self, config: ExperimentConfig, catalog: Catalog, rng: random.Random):
         self.name = config.name
@@ -153,10 +144,8 @@ class Experiment:
         return self.variants[-1]
 
     def assign(self, user: str | None) -> Assignment:
-        if user:
-            variant = self.pick(user_point(self.name, user[:MAX_USER_ID_CHARS]))
-        else:
-            variant = self.pick(self._rng.random())
+        """Sticky for a user id; a random draw without one."""
+        variant = assign_variant(self, user) if user else self.pick(self._rng.random())
         return Assignment(self.name, variant.name, variant.model, sticky=bool(user))
 
 
@@ -243,8 +232,8 @@ class ABTesting:
 
     def choose(
         self,
-        request: Request,
         route: str,
+        headers: Mapping[str, str],
         model: str | None,
         version: int | None,
         source: str | None,
@@ -255,31 +244,21 @@ class ABTesting:
     ) -> tuple[ServedModel, Assignment | None]:
         """The model for this request and, when an experiment chose it, the assignment.
 
-        Labels the request's metrics with the choice. A request naming a model or version, or a
-        language pair the variant does not serve, is outside the experiment.
+        A request naming a model or version, or a language pair the variant does not serve,
+        is outside the experiment.
         """
         experiment = self.router.by_route.get(route)
-        assignment = None
         if experiment is not None and model is None and version is None:
-            candidate = experiment.assign(request.headers.get(experiment.header, "").strip())
-            if (source in (None, candidate.model.source)) and (
-                target in (None, candidate.model.target)
+            candidate = experiment.assign(headers.get(experiment.header, "").strip())
+            if source in (None, candidate.model.source) and target in (
+                None,
+                candidate.model.target,
             ):
-                assignment = candidate
-        if assignment is None:
-            served = self.catalog.resolve(
-                model, version, source, target, source_field=source_field, target_field=target_field
-            )
-            label_request(request, served)
-            return served, None
-        label_request(request, assignment.model, assignment.experiment, assignment.variant)
-        self.recorder.assignment(
-            {
-                **variant_labels(assignment.model, assignment.experiment, assignment.variant),
-                "assignment": "sticky" if assignment.sticky else "random",
-            }
+                return candidate.model, candidate
+        served = self.catalog.resolve(
+            model, version, source, target, source_field=source_field, target_field=target_field
         )
-        return assignment.model, assignment
+        return served, None
 
     def served(
         self,
@@ -297,7 +276,20 @@ class ABTesting:
             response.headers["X-Variant"] = assignment.variant
 
 
-# Feedback and compare: request and response models.
+def record_choice(
+    request: Request, recorder: Recorder, model: ServedModel, assignment: Assignment | None
+) -> None:
+    """Label the request's metrics with the model that serves it and count the assignment."""
+    if assignment is None:
+        label_request(request, model)
+        return
+    label_request(request, model, assignment.experiment, assignment.variant)
+    recorder.assignment(
+        {
+            **variant_labels(model, assignment.experiment, assignment.variant),
+            "assignment": "sticky" if assignment.sticky else "random",
+        }
+    )
 
 
 class FeedbackRequest(BaseModel):
@@ -310,7 +302,7 @@ class FeedbackRequest(BaseModel):
     request_id: str = Field(
         pattern=REQUEST_ID, description="The `id` (X-Request-ID) of the response being rated."
     )
-    rating: int = Field(ge=1, le=5, description="1 (useless) to 5 (perfect).")
+    rating: json_int(1, 5) = Field(description="1 (useless) to 5 (perfect).")
     comment: str | None = Field(
         None, max_length=2000, description="Free text; written to the service log only."
     )
@@ -325,136 +317,19 @@ class FeedbackResponse(BaseModel):
     variant: str | None = None
 
 
-class CompareRequest(BaseModel):
-    """`POST /v1/compare`. Use `compare_request_model(settings)` for the configured limits."""
+def feedback_router(ab: ABTesting) -> APIRouter:
+    """`POST /v1/feedback`."""
+    router = APIRouter(tags=["experiments"])
 
-    model_config = ConfigDict(
-        strict=True,
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {"text": "En el principio creó Dios los cielos y la tierra."},
-                {"text": ["Hola.", "Buenos días."], "models": ["transformer", "rnnsearch@1"]},
-            ]
-        },
-    )
-
-    text: Any = Field(description="A string or a list of strings to translate.")
-    models: list[Annotated[str, StringConstraints(pattern=MODEL_AT_VERSION)]] | None = Field(
-        None,
-        min_length=1,
-        max_length=8,
-        description="Models to compare, as `transformer`, `es-en/rnnsearch` or `transformer@1`; "
-        "omitted means every served model (newest version of each).",
-    )
-    source: Annotated[str, StringConstraints(pattern=LANGUAGE_CODE)] | None = None
-    target: Annotated[str, StringConstraints(pattern=LANGUAGE_CODE)] | None = None
-    beam_size: int | None = Field(None, ge=1)
-    max_length: int | None = Field(None, ge=1)
-    return_scores: bool = False
-
-    @property
-    def texts(self) -> list[str]:
-        return [self.text] if isinstance(self.text, str) else list(self.text)
-
-
-@lru_cache(maxsize=16)
-def compare_request_model(settings: ApiSettings) -> type[CompareRequest]:
-    return create_model(
-        "CompareRequest",
-        __base__=CompareRequest,
-        text=(text_input_type(settings.max_text_chars, settings.max_items), Field()),
-        beam_size=(int | None, Field(None, ge=1, le=settings.max_beam_size)),
-        max_length=(int | None, Field(None, ge=1, le=settings.max_length_limit)),
-    )
-
-
-class ComparedModel(BaseModel):
-    model: str
-    version: int
-    arch: str
-    source: str
-    target: str
-    latency_ms: float = Field(description="At the API, from dispatch to this model's answer.")
-    translations: list[TranslationResult] | None = Field(
-        None, description="One per input text; null when this model failed (see `error`)."
-    )
-    usage: Usage | None = None
-    timing: Timing | None = None
-    error: ErrorDetail | None = Field(
-        None, description="Why this model gave no answer (overloaded, timeout); others still do."
-    )
-
-
-class CompareResponse(BaseModel):
-    id: str
-    results: list[ComparedModel] = Field(description="One per model, in the order asked.")
-
-
-AB_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    404: {"model": ErrorResponse, "description": "Unknown request id, model or version."},
-    409: {"model": ErrorResponse, "description": "This request was already rated."},
-    422: {"model": ErrorResponse, "description": "Invalid request; `field` names the culprit."},
-}
-
-
-def _split_model(entry: str) -> tuple[str, int | None]:
-    name, _, version = entry.partition("@")
-    return name, int(version) if version else None
-
-
-def resolve_compared(
-    catalog: Catalog, entries: Sequence[str] | None, source: str | None, target: str | None
-) -> list[ServedModel]:
-    """The models a compare request names (or all served ones), each at most once."""
-    if entries is None:
-        newest: dict[str, ServedModel] = {}
-        for model in catalog.models:  # newest version first within an id
-            if model.id not in newest and source in (None, model.source):
-                if target in (None, model.target):
-                    newest[model.id] = model
-        if not newest:
-            catalog.resolve(None, None, source, target)  # raises the language-pair 404
-        return list(newest.values())
-    chosen: list[ServedModel] = []
-    for index, entry in enumerate(entries):
-        name, version = _split_model(entry)
-        try:
-            served = catalog.resolve(name, version, source, target)
-        except ApiError as error:
-            if error.field in ("model", "version"):
-                error.field = f"models[{index}]"
-            raise
-        if served in chosen:
-            raise ApiError(
-                422,
-                "validation_error",
-                f"models[{index}]: {served.label} is listed twice",
-                field=f"models[{index}]",
-            )
-        chosen.append(served)
-    return chosen
-
-
-def install_ab_routes(
-    app: FastAPI,
-    settings: ApiSettings,
-    backend: Backend,
-    ab: ABTesting,
-    *,
-    decode_options: Any,
-    check_items: Any,
-    build_response: Any,
-) -> None:
-    """Add /v1/feedback and /v1/compare; the translation helpers come from `routes`."""
-    CompareRequestModel = compare_request_model(settings)
-    recorder = ab.recorder
-
-    @app.post(
+    @router.post(
         "/v1/feedback",
         response_model=FeedbackResponse,
-        responses=AB_ERROR_RESPONSES,
-        tags=["experiments"],
+        responses=errors(
+            *BODY_ERRORS,
+            404,
+            409,
+            also={404: "No translation with this request id is known here (`request_not_found`)."},
+        ),
         summary="Rate an earlier translation (1-5)",
     )
     async def feedback(body: FeedbackRequest, request: Request) -> FeedbackResponse:
@@ -476,7 +351,7 @@ def install_ab_routes(
                 field="request_id",
             )
         record.rated = True
-        recorder.feedback(
+        ab.recorder.feedback(
             variant_labels(record.model, record.experiment, record.variant), body.rating
         )
         if body.comment:
@@ -497,73 +372,4 @@ def install_ab_routes(
             variant=record.variant,
         )
 
-    @app.post(
-        "/v1/compare",
-        response_model=CompareResponse,
-        responses={
-            **AB_ERROR_RESPONSES,
-            404: {"model": ErrorResponse, "description": "Unknown model, version or pair."},
-        },
-        tags=["experiments"],
-        summary="Translate the same input with several models, side by side",
-    )
-    async def compare(body: CompareRequestModel, request: Request) -> CompareResponse:  # type: ignore[valid-type]
-        models = resolve_compared(ab.catalog, body.models, body.source, body.target)
-        request_id = request_id_of(request)
-        jobs = [
-            (
-                model,
-                TranslationJob(
-                    body.texts,
-                    decode_options(
-                        settings,
-                        model,
-                        beam_size=body.beam_size,
-                        max_length=body.max_length,
-                        n_best=1,
-                        return_alignment=False,
-                    ),
-                    request_id,
-                ),
-            )
-            for model in models
-        ]
-
-        async def run(model: ServedModel, job: TranslationJob) -> ComparedModel:
-            started = time.perf_counter()
-            try:
-                result: JobResult = await backend.translate(model, job)
-                check_items(result)
-            except ApiError as error:
-                return ComparedModel(
-                    model=model.id,
-                    version=model.version,
-                    arch=model.arch,
-                    source=model.source,
-                    target=model.target,
-                    latency_ms=(time.perf_counter() - started) * 1000,
-                    error=ErrorDetail(type=error.type, message=error.message, field=error.field),
-                )
-            answer = build_response(
-                request_id,
-                model,
-                result,
-                n_best=1,
-                return_scores=body.return_scores,
-                return_alignment=False,
-                started=started,
-            )
-            return ComparedModel(
-                model=answer.model,
-                version=answer.version,
-                arch=model.arch,
-                source=answer.source,
-                target=answer.target,
-                latency_ms=answer.timing.total_ms,
-                translations=answer.translations,
-                usage=answer.usage,
-                timing=answer.timing,
-            )
-
-        results = await asyncio.gather(*(run(model, job) for model, job in jobs))
-        return CompareResponse(id=request_id, results=list(results))
+    return router

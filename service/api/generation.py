@@ -1,158 +1,72 @@
 """Text generation over HTTP: `POST /v1/generate` and the OpenAI-compatible `POST /v1/completions`.
 
 The routes validate a request, turn it into a `GenerationJob` and read `GenerationChunk`s from
-a `GenerationBackend` (the Ray Serve ingress in production, a fake in the unit tests). Without
-streaming the chunks are joined into one JSON answer; with streaming each chunk becomes one
-Server-Sent Event as soon as it arrives, so a client sees text while the model still works.
+a `GenerationBackend` (`service.api.backends`; the Ray Serve ingress's client in production, a
+fake in the unit tests). Without streaming the chunks are joined into one JSON answer; with
+streaming each chunk becomes one Server-Sent Event as soon as it arrives, so a client sees text
+while the model still works.
 
 The backend's first chunk is an acknowledgement sent once the model replica has accepted the
 request; the routes wait for it before answering, so a prompt that is too long in tokens, an
-overloaded model or an unavailable replica still gets a proper status code rather than an
-error event inside a 200 stream. When the client goes away mid-stream, the server cancels the
-response and `EventStreamResponse` closes the chunk iterator, which cancels the generation.
+overloaded model or an unavailable replica (domain errors, mapped by `errors.py`) still gets a
+proper status code rather than an error event inside a 200 stream. When the client goes away
+mid-stream, the server cancels the response and `EventStreamResponse` closes the chunk
+iterator, which cancels the generation.
 
 Errors use the API's one shape, `{"error": {"type", "message", "field"}}`, also on the OpenAI
 route: OpenAI's client libraries read any JSON error body and raise by status code.
 """
 
 # No `from __future__ import annotations`: FastAPI must see the request model classes that are
-# built inside install_generation_routes, not their names as strings.
+# built inside generation_router, not their names as strings.
 
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterable
 from functools import lru_cache
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, Request
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Request
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
-    Discriminator,
     Field,
     StringConstraints,
-    Tag,
+    WithJsonSchema,
     create_model,
     field_validator,
 )
 from pydantic_core import PydanticCustomError
-from starlette.types import Receive, Scope, Send
 
-from service.api.backend import ModelStatus
-from service.api.catalog import ServedModel
-from service.api.errors import ApiError, error_body, request_id_of
-from service.api.schemas import MODEL_NAME, ErrorResponse, ModelCard, text_input_type
+from service.api.backends import Backends, GenerationBackend
+from service.api.errors import ApiError, api_error, request_id_of
+from service.api.schemas import (
+    BODY_ERRORS,
+    MODEL_NAME,
+    as_list,
+    errors,
+    json_int,
+    stop_type,
+    text_input_type,
+    text_type,
+)
+from service.api.settings import GenerationSettings
+from service.api.sse import SSE_DONE, EventStreamResponse, sse_error, sse_event, sse_response_doc
+from service.contracts import (
+    DecodeFailed,
+    GenerationChunk,
+    GenerationJob,
+    ServedModel,
+    ServiceError,
+    Timeout,
+)
 from service.decoding.generation import SamplingParams
 
-MAX_SEED = 2**63 - 1
-FINISH_REASONS = ("stop", "length")
-
-
-class GenerationSettings(BaseModel):
-    """What the HTTP layer enforces for text generation, and its defaults."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    max_prompt_chars: int = Field(2000, ge=1, description="Longest prompt, in characters.")
-    max_new_tokens_limit: int = Field(
-        256, ge=1, description="Upper bound for max_new_tokens (further capped by the model)."
-    )
-    default_max_new_tokens: int = Field(64, ge=1)
-    max_stop_sequences: int = Field(4, ge=0, le=64, description="Most `stop` strings.")
-    max_stop_chars: int = Field(64, ge=1, description="Longest `stop` string, in characters.")
-    request_timeout_s: float = Field(
-        120.0,
-        gt=0,
-        description="A non-streamed generation not done by then is answered with 504; a stream "
-        "that has not started by then likewise.",
-    )
-
-    def model_post_init(self, _: Any) -> None:
-        if self.default_max_new_tokens > self.max_new_tokens_limit:
-            raise ValueError("default_max_new_tokens must not exceed max_new_tokens_limit")
-
-
-# Hand-off between the routes and the backend.
-
-
-@dataclass(frozen=True)
-class GenerationJob:
-    request_id: str
-    prompt: str
-    params: SamplingParams
-
-
-@dataclass(frozen=True)
-class GenerationChunk:
-    """New text for one request since its previous chunk (one or more decode steps' worth).
-
-    The first chunk of every stream is an acknowledgement (`tokens == 0`, empty text, not
-    finished) sent as soon as the model has accepted the request; the last one has
-    `finished` set and a `finish_reason`: "stop" (end of text or a stop string) or "length".
-    """
-
-    text: str
-    tokens: int  # tokens generated in this chunk
-    finished: bool
-    finish_reason: str | None
-    prompt_tokens: int
-    completion_tokens: int  # so far
-
-
-class GenerationBackend(Protocol):
-    model: ServedModel
-    settings: GenerationSettings
-
-    def stream(self, job: GenerationJob) -> AsyncIterator[GenerationChunk]:
-        """Chunks as they come; raises `ApiError` (422 prompt too long, 503, ...) before the
-        acknowledgement. Closing the iterator early cancels the generation."""
-        ...
-
-    async def status(self) -> ModelStatus:
-        """Must answer quickly even when the model does not."""
-        ...
-
-
-# Request models.
-
-
-def _not_blank(text: str) -> str:
-    if not text.strip():
-        raise PydanticCustomError("blank_text", "Text must not be empty or whitespace-only")
-    return text
-
-
-def _kind(value: Any) -> str | None:
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "list"
-    return None
-
-
-def stop_type(max_sequences: int, max_chars: int) -> Any:
-    """`str | list[str]` of non-empty stop strings, as a tagged union for precise error fields
-    (`stop[2]`); the tags are dropped from error locations like the translate `text` field's."""
-    item = Annotated[str, StringConstraints(min_length=1, max_length=max_chars)]
-    return Annotated[
-        Annotated[item, Tag("string")]
-        | Annotated[list[item], Field(max_length=max_sequences), Tag("list")],
-        Discriminator(
-            _kind,
-            custom_error_type="stop_type",
-            custom_error_message="Input should be a string or a list of strings",
-        ),
-    ]
-
-
-def _stop_tuple(stop: str | list[str] | None) -> tuple[str, ...]:
-    if stop is None:
-        return ()
-    return (stop,) if isinstance(stop, str) else tuple(stop)
+# The largest integer a JSON number holds exactly in most clients (JavaScript's
+# Number.MAX_SAFE_INTEGER) and in the OpenAPI document, whose bounds are doubles: a larger
+# bound would be rounded there and the schema would promise seeds the server refuses.
+MAX_SEED = 2**53 - 1
 
 
 class GenerateRequest(BaseModel):
@@ -181,12 +95,12 @@ class GenerateRequest(BaseModel):
     model: Annotated[str, StringConstraints(pattern=MODEL_NAME)] | None = Field(
         None, description="`lm` or a full id such as `es-en/lm`; omitted means the served LM."
     )
-    max_new_tokens: int = Field(64, ge=1, description="Most tokens to generate.")
+    max_new_tokens: json_int(ge=1) = Field(64, description="Most tokens to generate.")
     temperature: float = Field(1.0, ge=0, le=2, description="0 is greedy decoding.")
-    top_k: int = Field(0, ge=0, description="Sample from the k likeliest tokens; 0: all.")
+    top_k: json_int(ge=0) = Field(0, description="Sample from the k likeliest tokens; 0: all.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling: smallest set of mass p.")
-    seed: int | None = Field(
-        None, ge=0, le=MAX_SEED, description="Makes sampling repeatable; omitted means random."
+    seed: json_int(0, MAX_SEED) | None = Field(
+        None, description="Makes sampling repeatable; omitted means random."
     )
     stop: Any = Field(None, description="A string or a list of strings that end the text.")
     stream: bool = Field(False, description="Send Server-Sent Events as tokens are generated.")
@@ -198,7 +112,7 @@ class GenerateRequest(BaseModel):
             top_k=self.top_k,
             top_p=self.top_p,
             seed=self.seed,
-            stop=_stop_tuple(self.stop),
+            stop=tuple(as_list(self.stop)),
         )
 
 
@@ -206,6 +120,12 @@ class StreamOptions(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
 
     include_usage: bool = Field(False, description="Send a last chunk with `usage`.")
+
+
+def only(*allowed: dict[str, Any]) -> WithJsonSchema:
+    """The schema of an OpenAI field this service takes only some values of (or null): the
+    JSON Schema says exactly those, and the validator refuses the rest with a message."""
+    return WithJsonSchema({"anyOf": [*allowed, {"type": "null"}]})
 
 
 def _unsupported(value: Any, allowed: Any, name: str) -> Any:
@@ -238,23 +158,33 @@ class CompletionRequest(BaseModel):
 
     model: str = Field(max_length=128, description="`lm` or the full id `es-en/lm`.")
     prompt: Any = Field(description="A string, or a list holding exactly one string.")
-    max_tokens: int | None = Field(16, ge=1, description="Most tokens to generate; default 16.")
+    max_tokens: json_int(ge=1) | None = Field(
+        16, description="Most tokens to generate; default 16."
+    )
     temperature: float | None = Field(None, ge=0, le=2, description="Default 1; 0 is greedy.")
     top_p: float | None = Field(None, gt=0, le=1, description="Default 1.")
-    top_k: int | None = Field(None, ge=0, description="Extension: 0 or omitted means all.")
-    n: int | None = Field(None, description="Only 1.")
+    top_k: json_int(ge=0) | None = Field(None, description="Extension: 0 or omitted means all.")
+    n: Annotated[json_int() | None, only({"const": 1})] = Field(None, description="Only 1.")
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     stop: Any = Field(None, description="A string or a list of up to 4 strings.")
-    seed: int | None = Field(None, ge=0, le=MAX_SEED)
+    seed: json_int(0, MAX_SEED) | None = None
     user: str | None = Field(None, max_length=256, description="Accepted and ignored.")
-    echo: bool | None = Field(None, description="Only false.")
-    logprobs: int | None = Field(None, description="Not supported; omit or null.")
-    best_of: int | None = Field(None, description="Only 1.")
-    presence_penalty: float | None = Field(None, description="Only 0.")
-    frequency_penalty: float | None = Field(None, description="Only 0.")
-    logit_bias: dict[str, float] | None = Field(None, description="Only empty.")
-    suffix: str | None = Field(None, description="Not supported; omit or null.")
+    echo: Annotated[bool | None, only({"const": False})] = Field(None, description="Only false.")
+    logprobs: Annotated[json_int() | None, only()] = Field(
+        None, description="Not supported; omit or null."
+    )
+    best_of: Annotated[json_int() | None, only({"const": 1})] = Field(None, description="Only 1.")
+    presence_penalty: Annotated[float | None, only({"const": 0})] = Field(
+        None, description="Only 0."
+    )
+    frequency_penalty: Annotated[float | None, only({"const": 0})] = Field(
+        None, description="Only 0."
+    )
+    logit_bias: Annotated[dict[str, float] | None, only({"type": "object", "maxProperties": 0})] = (
+        Field(None, description="Only empty.")
+    )
+    suffix: Annotated[str | None, only()] = Field(None, description="Not supported; omit or null.")
 
     @field_validator("n", "best_of")
     @classmethod
@@ -297,51 +227,63 @@ class CompletionRequest(BaseModel):
             top_k=self.top_k or 0,
             top_p=1.0 if self.top_p is None else self.top_p,
             seed=self.seed,
-            stop=_stop_tuple(self.stop),
+            stop=tuple(as_list(self.stop)),
         )
 
 
-def _prompt_type(settings: GenerationSettings) -> Any:
-    return Annotated[
-        str, StringConstraints(max_length=settings.max_prompt_chars), AfterValidator(_not_blank)
-    ]
+def new_tokens_limit(settings: GenerationSettings, model: ServedModel | None) -> int:
+    """The most new tokens a request may ask for: the setting, and what the model's context
+    holds besides the start token and at least one prompt token."""
+    if model is None or model.max_output_tokens is None:
+        return settings.max_new_tokens_limit
+    return max(1, min(settings.max_new_tokens_limit, model.max_output_tokens - 2))
+
+
+def _stop_field(settings: GenerationSettings) -> tuple[Any, Any]:
+    """`stop`, as both generation requests bound it."""
+    return (
+        stop_type(settings.max_stop_sequences, settings.max_stop_chars) | None,
+        Field(
+            None,
+            description=f"A string or up to {settings.max_stop_sequences} strings (each 1 to "
+            f"{settings.max_stop_chars} characters); the text ends before the first one.",
+        ),
+    )
 
 
 @lru_cache(maxsize=16)
-def generate_request_model(settings: GenerationSettings) -> type[GenerateRequest]:
+def generate_request_model(
+    settings: GenerationSettings, most_new_tokens: int | None = None
+) -> type[GenerateRequest]:
+    """`GenerateRequest` with the configured limits; `most_new_tokens`: `new_tokens_limit`."""
+    most = most_new_tokens or settings.max_new_tokens_limit
     return create_model(
         "GenerateRequest",
         __base__=GenerateRequest,
         prompt=(
-            _prompt_type(settings),
+            text_type(settings.max_prompt_chars),
             Field(
                 description=f"The text to continue: up to {settings.max_prompt_chars} "
                 "characters, not blank (and within the model's context in tokens)."
             ),
         ),
         max_new_tokens=(
-            int,
+            json_int(1, most),
             Field(
                 settings.default_max_new_tokens,
-                ge=1,
-                le=settings.max_new_tokens_limit,
-                description=f"Most tokens to generate, 1 to {settings.max_new_tokens_limit}; "
+                description=f"Most tokens to generate, 1 to {most}; "
                 f"default {settings.default_max_new_tokens}.",
             ),
         ),
-        stop=(
-            stop_type(settings.max_stop_sequences, settings.max_stop_chars) | None,
-            Field(
-                None,
-                description=f"A string or up to {settings.max_stop_sequences} strings (each 1 to "
-                f"{settings.max_stop_chars} characters); the text ends before the first one.",
-            ),
-        ),
+        stop=_stop_field(settings),
     )
 
 
 @lru_cache(maxsize=16)
-def completion_request_model(settings: GenerationSettings) -> type[CompletionRequest]:
+def completion_request_model(
+    settings: GenerationSettings, most_new_tokens: int | None = None
+) -> type[CompletionRequest]:
+    most = most_new_tokens or settings.max_new_tokens_limit
     return create_model(
         "CompletionRequest",
         __base__=CompletionRequest,
@@ -353,27 +295,11 @@ def completion_request_model(settings: GenerationSettings) -> type[CompletionReq
             ),
         ),
         max_tokens=(
-            int | None,
-            Field(
-                16,
-                ge=1,
-                le=settings.max_new_tokens_limit,
-                description=f"Most tokens to generate, 1 to {settings.max_new_tokens_limit}; "
-                "default 16.",
-            ),
+            json_int(1, most) | None,
+            Field(16, description=f"Most tokens to generate, 1 to {most}; default 16."),
         ),
-        stop=(
-            stop_type(settings.max_stop_sequences, settings.max_stop_chars) | None,
-            Field(
-                None,
-                description=f"A string or up to {settings.max_stop_sequences} strings "
-                f"(each 1 to {settings.max_stop_chars} characters).",
-            ),
-        ),
+        stop=_stop_field(settings),
     )
-
-
-# Response models.
 
 
 class GenerationUsage(BaseModel):
@@ -426,43 +352,94 @@ class Completion(BaseModel):
     system_fingerprint: str | None = None
 
 
-# Server-Sent Events.
-
-SSE_DONE = b"data: [DONE]\n\n"
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
-def sse_event(data: BaseModel | dict[str, Any]) -> bytes:
-    """One `data:` event. JSON never contains a raw newline, so one line always suffices."""
-    payload = data.model_dump_json() if isinstance(data, BaseModel) else json.dumps(data)
-    return f"data: {payload}\n\n".encode()
-
-
-def sse_error(error: ApiError) -> bytes:
-    return sse_event(error_body(error.type, error.message, error.field))
-
-
-class EventStreamResponse(StreamingResponse):
-    """A `text/event-stream` response that always closes its iterator.
-
-    Starlette leaves the body iterator suspended when the response is cancelled between two
-    chunks (the client went away during a send); closing it here runs the iterator's cleanup,
-    which cancels the generation at once instead of whenever the garbage collector gets to it.
-    """
-
-    media_type = "text/event-stream"
-
-    def __init__(self, content: AsyncIterator[bytes]):
-        super().__init__(content, headers=SSE_HEADERS)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            await self.body_iterator.aclose()
+async def open_stream(
+    backend: GenerationBackend, job: GenerationJob, timeout_s: float
+) -> tuple[AsyncIterator[GenerationChunk], GenerationChunk]:
+    """Start a generation and wait for its acknowledgement; 504 if it does not come in time."""
+    stream = aiter(backend.stream(job))
+    try:
+        async with asyncio.timeout(timeout_s):
+            first = await anext(stream)
+    except TimeoutError:
+        await stream.aclose()
+        raise Timeout(f"the model did not accept the request within {timeout_s:g} s") from None
+    except StopAsyncIteration:
+        raise DecodeFailed("the generation ended before it began") from None
+    except BaseException:
+        await stream.aclose()
+        raise
+    return stream, first
 
 
-# Routes.
+async def collect(
+    stream: AsyncIterator[GenerationChunk], first: GenerationChunk, timeout_s: float
+) -> tuple[str, GenerationChunk]:
+    """The whole text and the last chunk; 504 (and the generation cancelled) after timeout_s."""
+    pieces, last = [first.text], first
+    try:
+        async with asyncio.timeout(timeout_s):
+            while not last.finished:
+                last = await anext(stream)
+                pieces.append(last.text)
+    except TimeoutError:
+        raise Timeout(
+            f"the generation did not finish within {timeout_s:g} s; ask for fewer tokens or "
+            "stream the answer"
+        ) from None
+    except StopAsyncIteration:
+        raise DecodeFailed("the generation ended without finishing") from None
+    finally:
+        await stream.aclose()
+    return "".join(pieces), last
+
+
+def _usage(chunk: GenerationChunk) -> GenerationUsage:
+    return GenerationUsage(
+        prompt_tokens=chunk.prompt_tokens,
+        completion_tokens=chunk.completion_tokens,
+        total_tokens=chunk.prompt_tokens + chunk.completion_tokens,
+    )
+
+
+async def _events(
+    stream: AsyncIterator[GenerationChunk],
+    first: GenerationChunk,
+    text_event: Callable[[str], BaseModel],
+    final_events: Callable[[GenerationChunk], Iterable[BaseModel]],
+) -> AsyncIterator[bytes]:
+    """Chunks as SSE bytes: `text_event(text)` per chunk with text, `final_events(chunk)` at
+    the end, then [DONE]. An error after the response has started becomes an error event."""
+    chunk = first
+    try:
+        while True:
+            if chunk.text:
+                yield sse_event(text_event(chunk.text))
+            if chunk.finished:
+                for event in final_events(chunk):
+                    yield sse_event(event)
+                yield SSE_DONE
+                return
+            chunk = await anext(stream)
+    except ServiceError as error:
+        yield sse_error(api_error(error))
+    except StopAsyncIteration:
+        yield sse_error(api_error(DecodeFailed("the generation ended without finishing")))
+    finally:
+        await stream.aclose()
+
+
+GENERATION_ERRORS = errors(
+    *BODY_ERRORS,
+    404,
+    500,
+    503,
+    504,
+    also={
+        404: "No such text generation model, or none is served (`model_not_found`).",
+        422: "Invalid request (`validation_error`); `field` names the culprit. Also a prompt "
+        "that, in tokens, does not fit the model's context with the tokens asked for.",
+    },
+)
 
 
 def _check_model(backend: GenerationBackend | None, name: str | None) -> ServedModel:
@@ -485,129 +462,31 @@ def _check_model(backend: GenerationBackend | None, name: str | None) -> ServedM
     return served
 
 
-def _check_max_new_tokens(served: ServedModel, max_new_tokens: int, field: str) -> None:
-    """The model's context holds the start token, the prompt and the new tokens."""
-    if served.max_output_tokens is not None and max_new_tokens > served.max_output_tokens - 2:
-        raise ApiError(
-            422,
-            "validation_error",
-            f"{field}: must be at most {served.max_output_tokens - 2} for model {served.id}",
-            field=field,
-        )
-
-
-async def open_stream(
-    backend: GenerationBackend, job: GenerationJob, timeout_s: float
-) -> tuple[AsyncIterator[GenerationChunk], GenerationChunk]:
-    """Start a generation and wait for its acknowledgement; 504 if it does not come in time."""
-    stream = aiter(backend.stream(job))
-    try:
-        async with asyncio.timeout(timeout_s):
-            first = await anext(stream)
-    except TimeoutError:
-        await stream.aclose()
-        raise ApiError(
-            504, "timeout", f"the model did not accept the request within {timeout_s:g} s"
-        ) from None
-    except StopAsyncIteration:
-        raise ApiError(500, "internal_error", "the generation ended before it began") from None
-    except BaseException:
-        await stream.aclose()
-        raise
-    return stream, first
-
-
-async def collect(
-    stream: AsyncIterator[GenerationChunk], first: GenerationChunk, timeout_s: float
-) -> tuple[str, GenerationChunk]:
-    """The whole text and the last chunk; 504 (and the generation cancelled) after timeout_s."""
-    pieces, last = [first.text], first
-    try:
-        async with asyncio.timeout(timeout_s):
-            while not last.finished:
-                last = await anext(stream)
-                pieces.append(last.text)
-    except TimeoutError:
-        raise ApiError(
-            504,
-            "timeout",
-            f"the generation did not finish within {timeout_s:g} s; ask for fewer tokens or "
-            "stream the answer",
-        ) from None
-    except StopAsyncIteration:
-        raise ApiError(500, "internal_error", "the generation ended without finishing") from None
-    finally:
-        await stream.aclose()
-    return "".join(pieces), last
-
-
-def _usage(chunk: GenerationChunk) -> GenerationUsage:
-    return GenerationUsage(
-        prompt_tokens=chunk.prompt_tokens,
-        completion_tokens=chunk.completion_tokens,
-        total_tokens=chunk.prompt_tokens + chunk.completion_tokens,
-    )
-
-
-async def _events(
-    stream: AsyncIterator[GenerationChunk],
-    first: GenerationChunk,
-    text_event,
-    final_events,
-) -> AsyncIterator[bytes]:
-    """Chunks as SSE bytes: `text_event(text)` per chunk with text, `final_events(chunk)` at
-    the end, then [DONE]. An error after the response has started becomes an error event."""
-    chunk = first
-    try:
-        while True:
-            if chunk.text:
-                yield sse_event(text_event(chunk.text))
-            if chunk.finished:
-                for event in final_events(chunk):
-                    yield sse_event(event)
-                yield SSE_DONE
-                return
-            chunk = await anext(stream)
-    except ApiError as error:
-        yield sse_error(error)
-    except StopAsyncIteration:
-        yield sse_error(ApiError(500, "internal_error", "the generation ended without finishing"))
-    finally:
-        await stream.aclose()
-
-
-GENERATION_ERRORS: dict[int | str, dict[str, Any]] = {
-    404: {"model": ErrorResponse, "description": "No such generation model."},
-    413: {"model": ErrorResponse, "description": "Request body too large."},
-    422: {"model": ErrorResponse, "description": "Invalid request; `field` names the culprit."},
-    503: {"model": ErrorResponse, "description": "Overloaded; retry after `Retry-After` seconds."},
-    504: {"model": ErrorResponse, "description": "The generation took too long."},
-}
-
-SSE_RESPONSE = {
-    "description": "With `stream: true`: Server-Sent Events, `data: <JSON>` each, ending with "
-    "`data: [DONE]`.",
-    "content": {"text/event-stream": {"schema": {"type": "string"}}},
-}
-
-
-def install_generation_routes(app: FastAPI, backend: GenerationBackend | None) -> None:
-    """Add the generation routes to `app`; with no backend they answer 404 `model_not_found`."""
+def generation_router(backends: Backends) -> APIRouter:
+    """`/v1/generate` and `/v1/completions`; with no generation backend they answer 404."""
+    backend = backends.generation
     settings = backend.settings if backend is not None else GenerationSettings()
-    GenerateRequestModel = generate_request_model(settings)
-    CompletionRequestModel = completion_request_model(settings)
+    most = new_tokens_limit(settings, backend.model if backend is not None else None)
+    GenerateRequestModel = generate_request_model(settings, most)
+    CompletionRequestModel = completion_request_model(settings, most)
     timeout_s = settings.request_timeout_s
+    router = APIRouter(tags=["generation"])
 
-    @app.post(
+    @router.post(
         "/v1/generate",
-        tags=["generation"],
         response_model=GenerateResponse,
-        responses={**GENERATION_ERRORS, 200: SSE_RESPONSE},
+        responses={
+            **GENERATION_ERRORS,
+            200: sse_response_doc(
+                GenerateEvent,
+                "JSON; with `stream: true`, Server-Sent Events: one `data: <GenerateEvent>` "
+                "per batch of new tokens, then `data: [DONE]`.",
+            ),
+        },
         summary="Continue a prompt with the language model (optionally streamed)",
     )
     async def generate(body: GenerateRequestModel, request: Request):
         served = _check_model(backend, body.model)
-        _check_max_new_tokens(served, body.max_new_tokens, "max_new_tokens")
         request_id = request_id_of(request)
         job = GenerationJob(request_id, body.prompt, body.sampling())
         stream, first = await open_stream(backend, job, timeout_s)
@@ -638,17 +517,22 @@ def install_generation_routes(app: FastAPI, backend: GenerationBackend | None) -
             usage=_usage(last),
         )
 
-    @app.post(
+    @router.post(
         "/v1/completions",
-        tags=["generation"],
         response_model=Completion,
-        responses={**GENERATION_ERRORS, 200: SSE_RESPONSE},
+        responses={
+            **GENERATION_ERRORS,
+            200: sse_response_doc(
+                Completion,
+                "JSON; with `stream: true`, Server-Sent Events: one `data: <Completion>` per "
+                "batch of new tokens, then `data: [DONE]`.",
+            ),
+        },
         summary="OpenAI-compatible text completion (optionally streamed)",
     )
     async def completions(body: CompletionRequestModel, request: Request):
         served = _check_model(backend, body.model)
         params = body.sampling()
-        _check_max_new_tokens(served, params.max_new_tokens, "max_tokens")
         request_id = request_id_of(request)
         completion_id = f"cmpl-{request_id}"
         created = int(time.time())
@@ -687,23 +571,4 @@ def install_generation_routes(app: FastAPI, backend: GenerationBackend | None) -
         completion.usage = _usage(last)
         return completion
 
-
-async def generation_model_card(backend: GenerationBackend) -> ModelCard:
-    """The language model's entry in `GET /v1/models`."""
-    served = backend.model
-    status = await backend.status()
-    return ModelCard(
-        id=served.id,
-        name=served.name,
-        version=served.version,
-        arch=served.arch,
-        source=served.source,
-        target=served.target,
-        parameters=served.parameters,
-        metrics=served.metrics,
-        default=False,
-        status="ready" if status.ready else "unavailable",
-        serving=status.serving,
-        task="generation",
-        created=served.created,
-    )
+    return router

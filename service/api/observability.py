@@ -11,13 +11,13 @@ and whatever was known by then.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.catalog import ServedModel
+from service.contracts import ServedModel
 from service.metrics import NONE
 
 UNMATCHED_ROUTE = "unmatched"
@@ -93,10 +93,10 @@ class MetricsMiddleware:
     the app sends, the 413s and 500s of the inner middlewares included.
     """
 
-    def __init__(self, app: ASGIApp, recorder: Recorder, routes_of: Any):
+    def __init__(self, app: ASGIApp, recorder: Recorder, route_paths: Collection[str]):
         self.app = app
         self.recorder = recorder
-        self.routes_of = routes_of  # the FastAPI app, for the paths of its routes
+        self.route_paths = frozenset(route_paths)  # the app's routes, for requests not routed
 
     def _route(self, scope: Scope) -> str:
         route = scope.get("route")
@@ -104,7 +104,7 @@ class MetricsMiddleware:
         if path:
             return path
         # Answered before routing (413, 400): name the route if the path is one.
-        if scope.get("path") in {getattr(r, "path", None) for r in self.routes_of.routes}:
+        if scope.get("path") in self.route_paths:
             return scope["path"]
         return UNMATCHED_ROUTE
 

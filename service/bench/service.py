@@ -311,7 +311,7 @@ def _batch_wait_timeout(override: float | None) -> float:
     """What both modes run with: the override, else the shipped config's, else the default."""
     if override is not None:
         return override
-    from service.serving.config import BatchingConfig
+    from service.serving.translation import BatchingConfig
 
     shipped = _deployment_options(32, "es-en-transformer")["es-en-transformer"]["user_config"]
     return float(shipped.get("batch_wait_timeout_s", BatchingConfig().batch_wait_timeout_s))

@@ -3,32 +3,71 @@
 Model ids and versions are resolved against the store here, on the machine that builds the
 application, so a config naming a missing model fails at deploy time with the store's message
 instead of as a crashing replica; each deployment then loads exactly the version resolved here.
+The translation deployments, the language model's and the ingress are bound together with
+`.bind()`; the ingress gets each model's `ServedModel` and deployment handle.
 """
 
 # No `from __future__ import annotations`: Serve inspects build_app's annotation to turn the
 # `args:` mapping into an AppArgs.
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 from ray.serve import Application
 
-from service.api.catalog import ServedModel
 from service.api.experiments import check_experiments
+from service.contracts import ServedModel
 from service.serving.config import AppArgs
-from service.serving.deployments import Ingress, LoadSpec, TranslatorDeployment
-from service.serving.generation import bind_generator, created_timestamp
+from service.serving.generation import GeneratorDeployment
+from service.serving.ingress import Ingress, ServedGenerator
+from service.serving.runtime import LoadSpec, deployment_name, served_model
+from service.serving.translation import TranslatorDeployment
+
+logger = logging.getLogger("ray.serve")
 
 INGRESS_NAME = "Ingress"
-
-
-def deployment_name(model_id: str) -> str:
-    return model_id.replace("/", "-")
 
 
 def build_app(args: AppArgs) -> Application:
     """What `serve run deploy/serve_config.yaml` calls."""
     return build_app_with_options(args)
+
+
+def bind_generator(
+    args: AppArgs, store: Any, options: dict[str, dict[str, Any]]
+) -> tuple[ServedGenerator, Application] | None:
+    """The language model deployment of `args.generation`, bound, or None.
+
+    A store without the model turns text generation off with a warning, unless the config
+    says `required: true`; then the deploy fails with the store's message. Pops the
+    deployment's entry from `options` (the config file's `deployments:` overrides) either way.
+    """
+    from service.store import ModelNotFound, VersionNotFound
+
+    spec = args.generation
+    if spec is None:
+        return None
+    try:
+        manifest = store.resolve(spec.id, spec.version)
+    except (ModelNotFound, VersionNotFound) as error:
+        if spec.required:
+            raise
+        names = {spec.deployment or deployment_name(spec.id)}
+        if spec.deployment is None and "/" not in spec.id:
+            names |= {name for name in options if name.endswith(f"-{spec.id}")}
+        for name in names:
+            options.pop(name, None)
+        logger.warning("text generation is off: %s", error)
+        return None
+    if manifest.arch != "lm":
+        raise ValueError(
+            f"generation.id {spec.id!r} is a {manifest.arch} model, not a language model (lm)"
+        )
+    key = spec.deployment or deployment_name(manifest.id)
+    load = LoadSpec(str(store.root), manifest.id, manifest.version, args.runtime)
+    app = GeneratorDeployment.options(name=key, **options.pop(key, {})).bind(load)
+    return ServedGenerator(served_model(manifest, key), spec.api_settings()), app
 
 
 def build_app_with_options(
@@ -55,30 +94,12 @@ def build_app_with_options(
             raise ValueError(
                 f"two served models share the deployment name {key!r}; give one a `deployment:`"
             )
-        served.append(
-            ServedModel(
-                key=key,
-                id=manifest.id,
-                version=manifest.version,
-                arch=manifest.arch,
-                source=manifest.source_lang,
-                target=manifest.target_lang,
-                parameters=manifest.parameters,
-                metrics=dict(manifest.metrics),
-                max_output_tokens=manifest.config.get("max_positions"),
-                default=args.default_model in (manifest.id, manifest.name),
-                created=created_timestamp(manifest.created),
-            )
+        default = args.default_model in (manifest.id, manifest.name)
+        served.append(served_model(manifest, key, default=default))
+        load = LoadSpec(str(store.root), manifest.id, manifest.version, args.runtime)
+        handles[key] = TranslatorDeployment.options(name=key, **options.pop(key, {})).bind(
+            load, spec.max_batch_tokens, spec.max_source_tokens
         )
-        load = LoadSpec(
-            store=str(store.root),
-            model_id=manifest.id,
-            version=manifest.version,
-            runtime=args.runtime,
-            max_batch_tokens=spec.max_batch_tokens,
-            max_source_tokens=spec.max_source_tokens,
-        )
-        handles[key] = TranslatorDeployment.options(name=key, **options.pop(key, {})).bind(load)
 
     # The language model behind /v1/generate and /v1/completions, if configured and stored.
     generator = bind_generator(args, store, options)

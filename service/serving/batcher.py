@@ -21,7 +21,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from service.api.backend import ItemOutcome
+from service.contracts import ItemOutcome
 from service.decoding.search import DecodeOptions
 from service.decoding.translator import Translation, Translator
 

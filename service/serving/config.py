@@ -2,19 +2,20 @@
 
 Ray-level knobs (CPUs, GPUs, replicas, queue bounds, batching `user_config`) belong to the
 `deployments:` section of the same file, where Serve applies them; everything the application
-itself needs to know lives here.
+itself needs to know lives here. The model replicas never import this module (it holds the
+API's settings): each gets a `runtime.LoadSpec`, and its live `user_config` model lives beside
+its deployment (`translation.BatchingConfig`, `generation.GeneratorConfig`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.api.experiments import DEFAULT_FEEDBACK_CAPACITY, ExperimentConfig
-from service.api.generation import GenerationSettings
-from service.api.schemas import ApiSettings
+from service.api.settings import ApiSettings, GenerationSettings
+from service.serving.runtime import RuntimeArgs
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,30 +34,6 @@ class ModelArgs(BaseModel):
         8192, ge=16, description="Padded (rows x tokens) budget of one decode call."
     )
     max_source_tokens: int = Field(256, ge=2, description="Longer inputs are truncated.")
-
-
-class RuntimeArgs(BaseModel):
-    """Where and how the models run, per replica."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    # auto: bfloat16 on GPUs that support it, else float16; float32 on CPU.
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
-    # One intra-op thread per replica: replicas share few cores, and oversubscription makes
-    # every batch slower.
-    torch_threads: int = Field(1, ge=1, le=256)
-
-
-class BatchingConfig(BaseModel):
-    """The live part of a model deployment (`user_config`), applied by `reconfigure`."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    max_batch_size: int = Field(32, ge=1, le=4096, description="Most texts per decode batch.")
-    batch_wait_timeout_s: float = Field(
-        0.01, ge=0, le=10, description="How long a batch waits to fill up."
-    )
 
 
 DEFAULT_MODELS = [ModelArgs(id="es-en/transformer"), ModelArgs(id="es-en/rnnsearch")]
@@ -78,16 +55,6 @@ class GenerationArgs(GenerationSettings):
 
     def api_settings(self) -> GenerationSettings:
         return GenerationSettings(**self.model_dump(include=set(GenerationSettings.model_fields)))
-
-
-class GeneratorConfig(BaseModel):
-    """The live part of the language model deployment (`user_config`), applied by `reconfigure`."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    max_batch_size: int = Field(
-        16, ge=1, le=1024, description="Most sequences advanced together by one decode step."
-    )
 
 
 class AppArgs(BaseModel):

@@ -1,4 +1,4 @@
-"""Text generation on Ray Serve: the language model deployment and the ingress's client for it.
+"""The text generation deployment: the language model and its continuous-batching engine.
 
 `GeneratorDeployment` owns one `GenerationEngine` (continuous batching) and one engine loop, an
 asyncio task that runs `engine.step()` in a worker thread while there is work and routes each
@@ -12,6 +12,10 @@ before the next step. Cancellation travels: HTTP client gone -> Serve's proxy ca
 ingress request -> the ingress's stream is closed and cancels its `DeploymentResponseGenerator`
 -> Serve throws `CancelledError` into `generate_stream` -> the request is dropped from the
 engine before the next step, so no step runs for it any more.
+
+A request the model cannot take, or one whose step failed, gets a domain error of
+`service.contracts` (`PromptTooLong`, `DecodeFailed`) in its stream; the ingress turns it into
+an HTTP answer. This module imports neither the API layer nor anything of HTTP.
 """
 
 from __future__ import annotations
@@ -23,51 +27,26 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-import torch
+from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
-from ray.exceptions import RayActorError, RayTaskError
-from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
-from service.api.backend import ModelStatus
-from service.api.catalog import ServedModel
-from service.api.errors import ApiError, overloaded
-from service.api.generation import GenerationChunk, GenerationJob, GenerationSettings
+from service.contracts import DecodeFailed, GenerationChunk, GenerationJob, PromptTooLong
 from service.decoding.generation import GenerationEngine, GenerationOutput
-from service.serving.config import GeneratorConfig, RuntimeArgs
+from service.serving.runtime import LoadSpec, load_replica_model
 
 logger = logging.getLogger("ray.serve")
 
-STATUS_TIMEOUT_S = 2.0
 
+class GeneratorConfig(BaseModel):
+    """The live part of the language model deployment (`user_config`), applied by `reconfigure`."""
 
-def created_timestamp(iso: str) -> int:
-    """A manifest's `created` (ISO 8601) as Unix time; 0 when it cannot be read."""
-    try:
-        return int(datetime.fromisoformat(iso).timestamp())
-    except (TypeError, ValueError):
-        return 0
+    model_config = ConfigDict(extra="forbid")
 
-
-@dataclass(frozen=True)
-class GeneratorSpec:
-    """Exactly which language model a `GeneratorDeployment` replica loads, and how."""
-
-    store: str
-    model_id: str
-    version: int
-    runtime: RuntimeArgs
-
-
-@dataclass(frozen=True)
-class ServedGenerator:
-    """What the ingress knows of the language model: its catalog entry (whose `key` names the
-    deployment handle) and the API limits."""
-
-    model: ServedModel
-    settings: GenerationSettings
+    max_batch_size: int = Field(
+        16, ge=1, le=1024, description="Most sequences advanced together by one decode step."
+    )
 
 
 @dataclass
@@ -93,21 +72,11 @@ class _Failure:
     user_config=GeneratorConfig().model_dump(),
 )
 class GeneratorDeployment:
-    def __init__(self, spec: GeneratorSpec):
-        from service.serving.deployments import pick_device, pick_dtype
-        from service.store import ModelStore
-
-        torch.set_num_threads(spec.runtime.torch_threads)
-        self.device = pick_device(spec.runtime.device)
-        self.dtype = pick_dtype(spec.runtime.dtype, self.device)
-        loaded = ModelStore(spec.store).load(
-            spec.model_id, spec.version, device=self.device, dtype=self.dtype
-        )
-        if loaded.manifest.arch != "lm":
-            raise ValueError(f"{loaded.manifest.id} is a {loaded.manifest.arch}, not an lm")
-        self.manifest = loaded.manifest
-        self.model = loaded.model
-        self.tokenizer = loaded.tokenizer
+    def __init__(self, spec: LoadSpec):
+        self.loaded = load_replica_model(spec, arch="lm")
+        self.manifest = self.loaded.manifest
+        self.model = self.loaded.model
+        self.tokenizer = self.loaded.tokenizer
         self.config = GeneratorConfig()
         self.engine = GenerationEngine(self.model, self.tokenizer, self.config.max_batch_size)
         self._requests: dict[str, _Request] = {}
@@ -126,13 +95,6 @@ class GeneratorDeployment:
             self.metrics = GenerationMetrics(self.manifest.id, self.manifest.version)
         except Exception:  # metrics are an aid; a replica must not fail for want of them
             logger.warning("metrics unavailable for %s", self.manifest.id, exc_info=True)
-        logger.info(
-            "loaded %s v%d on %s (%s)",
-            self.manifest.id,
-            self.manifest.version,
-            self.device,
-            self.dtype,
-        )
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Live settings; a smaller batch takes effect as running sequences finish."""
@@ -141,13 +103,14 @@ class GeneratorDeployment:
 
     async def generate_stream(
         self, job: GenerationJob
-    ) -> AsyncIterator[GenerationChunk | ApiError]:
+    ) -> AsyncIterator[GenerationChunk | PromptTooLong | DecodeFailed]:
         """An acknowledgement once the engine has the request, then its text as it comes.
 
-        A request the model cannot take (a prompt too long for its context) gets one ApiError,
-        yielded rather than raised so that the replica does not log a client's mistake as a
-        failure. Outputs that piled up while the caller was reading are sent as one chunk, so
-        a slow reader gets fewer, larger chunks rather than falling behind.
+        A request the model cannot take (a prompt too long for its context) gets one
+        `PromptTooLong`, and one whose step failed a `DecodeFailed`, yielded rather than raised
+        so that the replica does not log a client's mistake as a failure, and the stream ends.
+        Outputs that piled up while the caller was reading are sent as one chunk, so a slow
+        reader gets fewer, larger chunks rather than falling behind.
         """
         self._ensure_loop()
         request_id = f"{job.request_id}:{uuid.uuid4().hex[:8]}"  # client ids need not be unique
@@ -157,11 +120,9 @@ class GeneratorDeployment:
             try:
                 prompt_tokens = self.engine.add(request_id, job.prompt, job.params)
             except ValueError as error:
-                rejection = ApiError(
-                    422,
-                    "validation_error",
-                    f"prompt: too long for the model's context ({error}); shorten the prompt "
-                    "or ask for fewer new tokens",
+                rejection = PromptTooLong(
+                    f"too long for the model's context ({error}); shorten the prompt or ask "
+                    "for fewer new tokens",
                     field="prompt",
                 )
             else:
@@ -182,7 +143,8 @@ class GeneratorDeployment:
                 for output in outputs:
                     if isinstance(output, _Failure):
                         finished = True
-                        raise ApiError(500, "internal_error", output.message)
+                        yield DecodeFailed(output.message)
+                        return
                 last = outputs[-1]
                 finished = last.finished
                 yield GenerationChunk(
@@ -281,8 +243,7 @@ class GeneratorDeployment:
 
     def info(self) -> dict[str, Any]:
         return {
-            "device": str(self.device),
-            "dtype": str(self.dtype).removeprefix("torch."),
+            **self.loaded.serving_info(),
             "max_batch_size": self.engine.max_batch_size,
             "context_tokens": self.model.config.max_positions,
             "running": len(self.engine.running),
@@ -293,116 +254,3 @@ class GeneratorDeployment:
             "largest_batch": self.largest_batch,
             "finished": dict(self.finished),
         }
-
-
-async def _resolved(response) -> Any:
-    return await response
-
-
-class GenerationClient:
-    """The ingress's side (`service.api.generation.GenerationBackend`): streams chunks from
-    the deployment and turns Ray's transport errors into API errors."""
-
-    def __init__(self, served: ServedGenerator, handle: Any, retry_after_s: int = 1):
-        self.model = served.model
-        self.settings = served.settings
-        self.retry_after_s = retry_after_s
-        self._handle = handle
-        self._streaming = handle.options(stream=True)
-
-    async def stream(self, job: GenerationJob) -> AsyncIterator[GenerationChunk]:
-        response = self._streaming.generate_stream.remote(job)
-        finished = False
-        try:
-            async for chunk in response:
-                if isinstance(chunk, ApiError):  # the replica refused the request
-                    finished = True
-                    raise chunk
-                finished = chunk.finished
-                yield chunk
-        except ApiError as error:  # raised in the replica (Ray subclasses it); re-raise plainly
-            raise ApiError(
-                error.status, error.type, error.message, error.field, error.headers
-            ) from None
-        except BackPressureError:
-            raise overloaded(
-                f"model {self.model.id} is at capacity; retry shortly", self.retry_after_s
-            ) from None
-        except (DeploymentUnavailableError, RayActorError):
-            logger.warning("model %s unavailable", self.model.label, exc_info=True)
-            raise ApiError(
-                503,
-                "model_unavailable",
-                f"model {self.model.id} is not available right now; retry shortly",
-                headers={"Retry-After": str(self.retry_after_s)},
-            ) from None
-        except RayTaskError as error:
-            if isinstance(error.cause, ApiError):
-                cause = error.cause
-                raise ApiError(cause.status, cause.type, cause.message, cause.field) from None
-            raise
-        finally:
-            if not finished:  # closed early: the client went away, or a timeout
-                response.cancel()
-
-    async def status(self) -> ModelStatus:
-        try:
-            info = await asyncio.wait_for(_resolved(self._handle.info.remote()), STATUS_TIMEOUT_S)
-            return ModelStatus(ready=True, serving=info)
-        except BackPressureError:  # loaded, merely full
-            return ModelStatus(ready=True, serving={"busy": True})
-        except Exception:
-            return ModelStatus(ready=False)
-
-
-def bind_generator(
-    args: Any, store: Any, options: dict[str, dict[str, Any]]
-) -> tuple[ServedGenerator, Any] | None:
-    """The language model deployment of `args.generation` (an `AppArgs`), bound, or None.
-
-    A store without the model turns text generation off with a warning, unless the config
-    says `required: true`; then the deploy fails with the store's message. Pops the
-    deployment's entry from `options` (the config file's `deployments:` overrides) either way.
-    """
-    from service.store import ModelNotFound, VersionNotFound
-
-    spec = args.generation
-    if spec is None:
-        return None
-    try:
-        manifest = store.resolve(spec.id, spec.version)
-    except (ModelNotFound, VersionNotFound) as error:
-        if spec.required:
-            raise
-        names = {spec.deployment or spec.id.replace("/", "-")}
-        if spec.deployment is None and "/" not in spec.id:
-            names |= {name for name in options if name.endswith(f"-{spec.id}")}
-        for name in names:
-            options.pop(name, None)
-        logger.warning("text generation is off: %s", error)
-        return None
-    if manifest.arch != "lm":
-        raise ValueError(
-            f"generation.id {spec.id!r} is a {manifest.arch} model, not a language model (lm)"
-        )
-    key = spec.deployment or manifest.id.replace("/", "-")
-    served = ServedModel(
-        key=key,
-        id=manifest.id,
-        version=manifest.version,
-        arch=manifest.arch,
-        source=manifest.source_lang,
-        target=manifest.target_lang,
-        parameters=manifest.parameters,
-        metrics=dict(manifest.metrics),
-        max_output_tokens=manifest.config.get("max_positions"),
-        created=created_timestamp(manifest.created),
-    )
-    load = GeneratorSpec(
-        store=str(store.root),
-        model_id=manifest.id,
-        version=manifest.version,
-        runtime=args.runtime,
-    )
-    app = GeneratorDeployment.options(name=key, **options.pop(key, {})).bind(load)
-    return ServedGenerator(served, spec.api_settings()), app

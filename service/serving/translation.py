@@ -1,67 +1,36 @@
-"""Ray Serve deployments: one per served model, and the HTTP ingress in front of them.
+"""The translation deployment: one replica per served translation model version.
 
-Both stay thin. `TranslatorDeployment` loads a verified model from the store in `__init__` and
-hands batches to the library's `Translator`; `Ingress` carries the FastAPI app from
-`service.api.routes` and turns Ray's transport errors into API errors (503, 504).
+`TranslatorDeployment` loads its model once (`runtime.load_replica_model`) and feeds every
+text of every request into one `DecodeQueue` (`batcher.py`), whose batches the library's
+`Translator` decodes in a worker thread; it records the replica's metrics. It imports neither
+the API layer nor anything of HTTP: jobs and outcomes are `service.contracts` types.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
-import torch
+from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
-from ray.exceptions import RayActorError
-from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
-from service.api.backend import ItemOutcome, JobResult, ModelStatus, TranslationJob
-from service.api.catalog import Catalog, ServedModel
-from service.api.errors import ApiError, overloaded
-from service.api.experiments import DEFAULT_FEEDBACK_CAPACITY, ExperimentConfig
-from service.api.routes import create_app
-from service.api.schemas import ApiSettings
+from service.contracts import ItemOutcome, JobResult, TranslationJob
 from service.decoding.translator import Translator
-from service.metrics import IngressMetrics, ModelMetrics
+from service.metrics import ModelMetrics
 from service.serving.batcher import BatchItem, BatchReport, DecodeQueue, decode_batch
-from service.serving.config import BatchingConfig, RuntimeArgs
-from service.serving.generation import GenerationClient, ServedGenerator
-
-logger = logging.getLogger("ray.serve")
-
-STATUS_TIMEOUT_S = 2.0
+from service.serving.runtime import LoadSpec, load_replica_model
 
 
-@dataclass(frozen=True)
-class LoadSpec:
-    """Exactly which model a `TranslatorDeployment` replica loads, and how."""
+class BatchingConfig(BaseModel):
+    """The live part of a translation deployment (`user_config`), applied by `reconfigure`."""
 
-    store: str
-    model_id: str
-    version: int
-    runtime: RuntimeArgs
-    max_batch_tokens: int = 8192
-    max_source_tokens: int = 256
+    model_config = ConfigDict(extra="forbid")
 
-
-def pick_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("runtime.device is 'cuda' but this replica sees no GPU; set num_gpus")
-    return torch.device(device)
-
-
-def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    if dtype == "auto":
-        if device.type != "cuda":
-            return torch.float32
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return getattr(torch, dtype)
+    max_batch_size: int = Field(32, ge=1, le=4096, description="Most texts per decode batch.")
+    batch_wait_timeout_s: float = Field(
+        0.01, ge=0, le=10, description="How long a batch waits to fill up."
+    )
 
 
 @serve.deployment(
@@ -71,21 +40,14 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
     user_config=BatchingConfig().model_dump(),
 )
 class TranslatorDeployment:
-    def __init__(self, spec: LoadSpec):
-        from service.store import ModelStore
-
-        torch.set_num_threads(spec.runtime.torch_threads)
-        self.device = pick_device(spec.runtime.device)
-        self.dtype = pick_dtype(spec.runtime.dtype, self.device)
-        loaded = ModelStore(spec.store).load(
-            spec.model_id, spec.version, device=self.device, dtype=self.dtype
-        )
-        self.manifest = loaded.manifest
+    def __init__(self, spec: LoadSpec, max_batch_tokens: int = 8192, max_source_tokens: int = 256):
+        self.loaded = load_replica_model(spec)
+        self.manifest = self.loaded.manifest
         self.translator = Translator(
-            loaded.model,
-            loaded.tokenizer,
-            max_batch_tokens=spec.max_batch_tokens,
-            max_source_tokens=spec.max_source_tokens,
+            self.loaded.model,
+            self.loaded.tokenizer,
+            max_batch_tokens=max_batch_tokens,
+            max_source_tokens=max_source_tokens,
         )
         self.batching = BatchingConfig()
         self.queue = DecodeQueue(
@@ -98,15 +60,7 @@ class TranslatorDeployment:
         self.metrics.set_info(
             arch=self.manifest.arch,
             parameters=self.manifest.parameters,
-            device=str(self.device),
-            dtype=str(self.dtype).removeprefix("torch."),
-        )
-        logger.info(
-            "loaded %s v%d on %s (%s)",
-            self.manifest.id,
-            self.manifest.version,
-            self.device,
-            self.dtype,
+            **self.loaded.serving_info(),
         )
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
@@ -158,8 +112,7 @@ class TranslatorDeployment:
 
     def info(self) -> dict[str, Any]:
         return {
-            "device": str(self.device),
-            "dtype": str(self.dtype).removeprefix("torch."),
+            **self.loaded.serving_info(),
             "max_batch_size": self.batching.max_batch_size,
             "batch_wait_timeout_s": self.batching.batch_wait_timeout_s,
             "max_batch_tokens": self.translator.max_batch_tokens,
@@ -167,93 +120,3 @@ class TranslatorDeployment:
             "texts_decoded": self.texts_decoded,
             "largest_batch": self.largest_call,
         }
-
-
-async def _resolved(response) -> Any:
-    return await response
-
-
-# When the ingress itself is full, Serve's proxy answers 503 (plain text) with this Retry-After.
-@serve.deployment(
-    ray_actor_options={"num_cpus": 0.25, "num_gpus": 0},
-    max_ongoing_requests=256,
-    max_queued_requests=512,
-    backpressure_config={"retry_after_s": 1},
-)
-@serve.ingress()
-class Ingress:
-    """The HTTP front: routes requests to model deployments by `ServedModel.key`."""
-
-    def __init__(
-        self,
-        settings: ApiSettings,
-        models: list[ServedModel],
-        handles: dict[str, Any],  # DeploymentHandle per ServedModel.key
-        *,
-        experiments: Sequence[ExperimentConfig] = (),
-        feedback_capacity: int = DEFAULT_FEEDBACK_CAPACITY,
-        generation: ServedGenerator | None = None,  # the language model, if one is served
-    ):
-        self.settings = settings
-        self.catalog = Catalog(models)
-        self.handles = handles
-        # create_app serves /v1/generate and /v1/completions through this, or answers 404.
-        self.generation = (
-            GenerationClient(generation, handles[generation.model.key], settings.retry_after_s)
-            if generation is not None
-            else None
-        )
-        self.experiments = list(experiments)
-        self.feedback_capacity = feedback_capacity
-        self.metrics = IngressMetrics()
-
-    def __serve_build_asgi_app__(self):
-        return create_app(
-            self.settings,
-            self,
-            behind_serve_proxy=True,
-            experiments=self.experiments,
-            recorder=self.metrics,
-            feedback_capacity=self.feedback_capacity,
-        )
-
-    async def translate(self, model: ServedModel, job: TranslationJob) -> JobResult:
-        response = None
-        try:
-            response = self.handles[model.key].translate.remote(job)
-            return await asyncio.wait_for(_resolved(response), self.settings.request_timeout_s)
-        except asyncio.TimeoutError:
-            if response is not None:
-                response.cancel()
-            raise ApiError(
-                504,
-                "timeout",
-                f"translation did not finish within {self.settings.request_timeout_s:g} s; "
-                "send fewer or shorter texts, or a smaller beam_size or max_length",
-            ) from None
-        except BackPressureError:
-            raise overloaded(
-                f"model {model.id} is at capacity; retry shortly", self.settings.retry_after_s
-            ) from None
-        except (DeploymentUnavailableError, RayActorError):
-            logger.warning("model %s unavailable", model.label, exc_info=True)
-            raise ApiError(
-                503,
-                "model_unavailable",
-                f"model {model.id} is not available right now; retry shortly",
-                headers={"Retry-After": str(self.settings.retry_after_s)},
-            ) from None
-
-    async def status(self) -> dict[str, ModelStatus]:
-        async def one(model: ServedModel) -> tuple[str, ModelStatus]:
-            try:
-                info = await asyncio.wait_for(
-                    _resolved(self.handles[model.key].info.remote()), STATUS_TIMEOUT_S
-                )
-                return model.key, ModelStatus(ready=True, serving=info)
-            except BackPressureError:  # loaded, merely full
-                return model.key, ModelStatus(ready=True, serving={"busy": True})
-            except Exception:
-                return model.key, ModelStatus(ready=False)
-
-        return dict(await asyncio.gather(*(one(m) for m in self.catalog.models)))

@@ -8,20 +8,21 @@ from collections import Counter
 import pytest
 from fastapi.testclient import TestClient
 
-from service.api.backend import ItemOutcome, JobResult, ModelStatus
-from service.api.catalog import Catalog, ServedModel
-from service.api.errors import overloaded
+from service.api.app import create_app
+from service.api.backends import Backends
+from service.api.catalog import Catalog
 from service.api.experiments import (
     ExperimentConfig,
     ExperimentRouter,
     ServedLedger,
     ServedRecord,
+    assign_variant,
     check_experiments,
     user_point,
 )
 from service.api.observability import MemoryRecorder
-from service.api.routes import create_app
-from service.api.schemas import ApiSettings
+from service.api.settings import ApiSettings
+from service.contracts import ItemOutcome, JobResult, ModelStatus, Overloaded, ServedModel
 from service.decoding.translator import Candidate, Translation
 
 MODELS = [
@@ -52,7 +53,7 @@ class FakeBackend:
     async def translate(self, model, job):
         self.calls.append(model.label)
         if model.name in self.failing:
-            raise overloaded(f"model {model.id} is at capacity; retry shortly", 1)
+            raise Overloaded(f"model {model.id} is at capacity; retry shortly", retry_after_s=1)
         items = [
             ItemOutcome(
                 Translation(
@@ -85,7 +86,7 @@ def recorder():
 def make_client(backend, recorder, experiments=(), **kwargs):
     app = create_app(
         SETTINGS,
-        backend,
+        Backends(backend.catalog, backend),
         experiments=[ExperimentConfig.model_validate(e) for e in experiments],
         recorder=recorder,
         **kwargs,
@@ -119,6 +120,17 @@ def test_user_point_is_stable_and_salted():
     assert user_point("exp", "alice") == user_point("exp", "alice")
     assert 0 <= user_point("exp", "alice") < 1
     assert user_point("exp", "alice") != user_point("other", "alice")
+
+
+def test_assignment_is_a_pure_function_of_experiment_and_user():
+    router = ExperimentRouter([ExperimentConfig.model_validate(SPLIT)], Catalog(MODELS))
+    experiment = router.by_route["/v1/translate"]
+    again = ExperimentRouter([ExperimentConfig.model_validate(SPLIT)], Catalog(MODELS))
+    for user in ("alice", "bob", "carol"):
+        variant = assign_variant(experiment, user)
+        assert variant == assign_variant(again.by_route["/v1/translate"], user)
+        assert experiment.assign(user).variant == variant.name
+        assert variant == experiment.pick(user_point("tf-vs-rnn", user))
 
 
 def test_same_user_always_gets_the_same_variant(client, recorder):

@@ -12,22 +12,26 @@ import openai
 import pytest
 from fastapi.testclient import TestClient
 
-from service.api.backend import ModelStatus
-from service.api.catalog import Catalog, ServedModel
+from service.api.app import create_app
+from service.api.backends import Backends
+from service.api.catalog import Catalog
 from service.api.errors import ApiError
 from service.api.generation import (
-    SSE_DONE,
+    MAX_SEED,
     CompletionRequest,
     GenerateEvent,
-    GenerationChunk,
-    GenerationSettings,
     completion_request_model,
     generate_request_model,
-    sse_error,
-    sse_event,
 )
-from service.api.routes import create_app
-from service.api.schemas import ApiSettings
+from service.api.settings import ApiSettings, GenerationSettings
+from service.api.sse import SSE_DONE, sse_error, sse_event
+from service.contracts import (
+    DecodeFailed,
+    GenerationChunk,
+    ModelStatus,
+    PromptTooLong,
+    ServedModel,
+)
 
 TRANSLATOR = ServedModel(
     "es-en-transformer", "es-en/transformer", 1, "transformer", "es", "en", 1000, default=True
@@ -71,7 +75,7 @@ class FakeGeneration:
     async def stream(self, job):
         self.jobs.append(job)
         if "too long" in job.prompt:
-            raise ApiError(422, "validation_error", "prompt: too many tokens", field="prompt")
+            raise PromptTooLong("too many tokens", field="prompt")
         prompt_tokens = len(job.prompt.split()) + 1
         yield GenerationChunk("", 0, False, None, prompt_tokens, 0)
         rng = random.Random(job.params.seed)
@@ -81,7 +85,7 @@ class FakeGeneration:
             for count in range(1, total + 1):
                 await asyncio.sleep(self.delay_s)
                 if count == self.fail_at:
-                    raise ApiError(500, "internal_error", "the generation failed")
+                    raise DecodeFailed("the generation failed")
                 last = count == total
                 word = " " + rng.choice(WORDS)
                 yield GenerationChunk(
@@ -96,16 +100,16 @@ class FakeGeneration:
         return ModelStatus(ready=self.ready, serving={"running": 0})
 
 
-class FakeBackend:
-    def __init__(self, generation):
-        self.catalog = Catalog([TRANSLATOR])
-        self.generation = generation
-
+class FakeTranslation:
     async def translate(self, model, job):
         raise AssertionError("not used here")
 
     async def status(self):
         return {TRANSLATOR.key: ModelStatus(ready=True)}
+
+
+def backends(generation) -> Backends:
+    return Backends(Catalog([TRANSLATOR]), FakeTranslation(), generation)
 
 
 @pytest.fixture
@@ -115,7 +119,7 @@ def generation():
 
 @pytest.fixture
 def client(generation):
-    app = create_app(ApiSettings(), FakeBackend(generation))
+    app = create_app(ApiSettings(), backends(generation))
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client
 
@@ -217,6 +221,7 @@ def test_the_seed_fixes_the_text(client):
         ({"prompt": "a", "top_k": -1}, "top_k"),
         ({"prompt": "a", "seed": -1}, "seed"),
         ({"prompt": "a", "seed": 2**63}, "seed"),
+        ({"prompt": "a", "seed": MAX_SEED + 1}, "seed"),
         ({"prompt": "a", "stop": ""}, "stop"),
         ({"prompt": "a", "stop": "toolong"}, "stop"),
         ({"prompt": "a", "stop": [".", "!", "?"]}, "stop"),
@@ -236,7 +241,14 @@ def test_generate_validation_errors(client, generation, payload, field):
 def test_prompt_too_long_in_tokens(client):
     for stream in (False, True):
         response = client.post("/v1/generate", json={"prompt": "far too long", "stream": stream})
-        assert_error(response, 422, "validation_error", "prompt")
+        error = assert_error(response, 422, "validation_error", "prompt")
+        assert error["message"] == "prompt: too many tokens"
+
+
+def test_the_largest_seed_is_accepted(client, generation):
+    response = client.post("/v1/generate", json={"prompt": "a", "seed": MAX_SEED})
+    assert response.status_code == 200, response.text
+    assert generation.jobs[0].params.seed == MAX_SEED
 
 
 def test_malformed_bodies(client):
@@ -259,7 +271,7 @@ def test_unknown_model(client):
 
 
 def test_no_language_model_served():
-    with TestClient(create_app(ApiSettings(), FakeBackend(None))) as client:
+    with TestClient(create_app(ApiSettings(), backends(None))) as client:
         assert_error(
             client.post("/v1/generate", json={"prompt": "a"}), 404, "model_not_found", "model"
         )
@@ -276,7 +288,7 @@ def test_no_language_model_served():
 def test_a_slow_generation_times_out():
     generation = FakeGeneration(SETTINGS.model_copy(update={"request_timeout_s": 0.3}))
     generation.delay_s = 0.1
-    with TestClient(create_app(ApiSettings(), FakeBackend(generation))) as client:
+    with TestClient(create_app(ApiSettings(), backends(generation))) as client:
         response = client.post("/v1/generate", json={"prompt": "a", "max_new_tokens": 10})
     assert_error(response, 504, "timeout")
     assert len(generation.closed_early) == 1  # and the generation was cancelled
@@ -296,7 +308,7 @@ def test_an_error_mid_stream_becomes_an_error_event(client, generation):
 
 def test_a_client_that_goes_away_closes_the_generation(generation):
     """Drive the ASGI app by hand: the client disconnects after the first event."""
-    app = create_app(ApiSettings(), FakeBackend(generation))
+    app = create_app(ApiSettings(), backends(generation))
     generation.delay_s = 0.01
     body = json.dumps({"prompt": "a", "max_new_tokens": 30, "stream": True}).encode()
     sent: list[dict] = []
@@ -522,7 +534,7 @@ def test_sse_framing():
 def test_httpx_streams_events_before_the_end(generation):
     """Through a real ASGI transport: events arrive one by one, not at the end."""
     generation.delay_s = 0.02
-    app = create_app(ApiSettings(), FakeBackend(generation))
+    app = create_app(ApiSettings(), backends(generation))
 
     async def run():
         transport = httpx.ASGITransport(app=app)

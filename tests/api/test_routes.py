@@ -7,11 +7,21 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
-from service.api.backend import ItemOutcome, JobResult, ModelStatus, TranslationJob
-from service.api.catalog import Catalog, ServedModel
-from service.api.errors import ApiError, overloaded
-from service.api.routes import create_app
-from service.api.schemas import ApiSettings
+from service.api.app import create_app
+from service.api.backends import Backends
+from service.api.catalog import Catalog
+from service.api.settings import ApiSettings
+from service.contracts import (
+    DecodeFailed,
+    ItemOutcome,
+    JobResult,
+    ModelStatus,
+    ModelUnavailable,
+    Overloaded,
+    ServedModel,
+    Timeout,
+    TranslationJob,
+)
 from service.decoding.translator import Alignment, Candidate, Translation
 
 MODELS = [
@@ -89,7 +99,8 @@ def backend():
 
 @pytest.fixture
 def client(backend):
-    with TestClient(create_app(SETTINGS, backend), raise_server_exceptions=False) as client:
+    app = create_app(SETTINGS, Backends(backend.catalog, backend))
+    with TestClient(app, raise_server_exceptions=False) as client:
         yield client
 
 
@@ -246,13 +257,21 @@ def test_oversized_body_is_413(client, backend):
 
 
 def test_overload_timeout_and_unexpected_errors(client, backend):
-    backend.fail_with = overloaded("busy", 2)
+    backend.fail_with = Overloaded("busy", retry_after_s=2)
     response = client.post("/v1/translate", json={"text": "a"})
     assert_error(response, 503, "overloaded")
     assert response.headers["retry-after"] == "2"
 
-    backend.fail_with = ApiError(504, "timeout", "too slow")
+    backend.fail_with = ModelUnavailable("restarting", retry_after_s=1)
+    response = client.post("/v1/translate", json={"text": "a"})
+    assert_error(response, 503, "model_unavailable")
+    assert response.headers["retry-after"] == "1"
+
+    backend.fail_with = Timeout("too slow")
     assert_error(client.post("/v1/translate", json={"text": "a"}), 504, "timeout")
+
+    backend.fail_with = DecodeFailed("text[0] could not be translated", field="text[0]")
+    assert_error(client.post("/v1/translate", json={"text": "a"}), 500, "internal_error", "text[0]")
 
     backend.fail_with = RuntimeError("boom")
     error = assert_error(client.post("/v1/translate", json={"text": "a"}), 500, "internal_error")

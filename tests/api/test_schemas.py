@@ -6,11 +6,9 @@ import pytest
 from pydantic import ValidationError
 
 from service.api.errors import field_path, validation_error_body
-from service.api.schemas import (
-    ApiSettings,
-    libretranslate_request_model,
-    translate_request_model,
-)
+from service.api.libretranslate import libretranslate_request_model
+from service.api.settings import ApiSettings
+from service.api.translate import translate_request_model
 
 SETTINGS = ApiSettings(max_text_chars=20, max_items=3)
 Request = translate_request_model(SETTINGS)

@@ -48,12 +48,14 @@ def resolved() -> dict:
 
 
 def api_routes() -> set[str]:
-    from service.api.catalog import Catalog, ServedModel
-    from service.api.routes import create_app
-    from service.api.schemas import ApiSettings
+    from service.api.app import create_app
+    from service.api.backends import Backends
+    from service.api.catalog import Catalog
+    from service.api.settings import ApiSettings
+    from service.contracts import ServedModel
 
     model = ServedModel("m", "es-en/transformer", 1, "transformer", "es", "en", 1, default=True)
-    app = create_app(ApiSettings(), SimpleNamespace(catalog=Catalog([model])))
+    app = create_app(ApiSettings(), Backends(Catalog([model]), SimpleNamespace()))
     return set(app.openapi()["paths"])
 
 

@@ -137,17 +137,12 @@ def test_request_bodies_pass_the_services_own_validation():
     limits: a load test that only measured 422s would be worse than none."""
     import random
 
-    from service.api.experiments import FeedbackRequest, compare_request_model
-    from service.api.generation import (
-        GenerationSettings,
-        completion_request_model,
-        generate_request_model,
-    )
-    from service.api.schemas import (
-        ApiSettings,
-        libretranslate_request_model,
-        translate_request_model,
-    )
+    from service.api.compare import compare_request_model
+    from service.api.experiments import FeedbackRequest
+    from service.api.generation import completion_request_model, generate_request_model
+    from service.api.libretranslate import libretranslate_request_model
+    from service.api.settings import ApiSettings, GenerationSettings
+    from service.api.translate import translate_request_model
 
     api, generation = ApiSettings(), GenerationSettings()
     rng = random.Random(0)

@@ -7,12 +7,12 @@ import asyncio
 import pytest
 from pydantic import ValidationError
 
-from service.api.backend import JobResult
+from service.contracts import JobResult
 from service.decoding.search import DecodeOptions
 from service.decoding.translator import Translator
 from service.serving.batcher import BatchItem, BatchReport, DecodeQueue, decode_batch
-from service.serving.config import RuntimeArgs
-from service.serving.deployments import LoadSpec, TranslatorDeployment
+from service.serving.runtime import LoadSpec, RuntimeArgs
+from service.serving.translation import TranslatorDeployment
 
 GREEDY = DecodeOptions(beam_size=1, max_length=6)
 BEAM = DecodeOptions(beam_size=2, n_best=2, max_length=6)
@@ -49,18 +49,25 @@ def test_groups_by_options_and_matches_direct_calls(translator):
         assert outcome.queue_s >= 0 and outcome.compute_s > 0 and outcome.error is None
 
 
+class Picky:
+    """Fails any call that includes the poisoned text, like a tokenizer bug would."""
+
+    def __init__(self, translator):
+        self.translator = translator
+
+    def translate(self, texts, options, stats=None):
+        if "poison" in texts:
+            raise RuntimeError("cannot decode")
+        return self.translator.translate(texts, options, stats)
+
+
+def poisoned_batch() -> list[BatchItem]:
+    return [BatchItem("la casa", GREEDY), BatchItem("poison", GREEDY), BatchItem("pan", GREEDY)]
+
+
 def test_a_failing_text_does_not_fail_its_batch(translator):
-    class Picky:
-        """Fails any call that includes the poisoned text, like a tokenizer bug would."""
-
-        def translate(self, texts, options, stats=None):
-            if "poison" in texts:
-                raise RuntimeError("cannot decode")
-            return translator.translate(texts, options, stats)
-
-    items = [BatchItem("la casa", GREEDY), BatchItem("poison", GREEDY), BatchItem("pan", GREEDY)]
     report = BatchReport()
-    outcomes = decode_batch(Picky(), items, report)
+    outcomes = decode_batch(Picky(translator), poisoned_batch(), report)
     assert outcomes[1].translation is None and "cannot decode" in outcomes[1].error
     assert outcomes[0].translation is not None and outcomes[2].translation is not None
     assert report.failed == 1
@@ -69,16 +76,8 @@ def test_a_failing_text_does_not_fail_its_batch(translator):
 def test_the_one_by_one_fallback_is_recorded_as_one_call_per_text(translator):
     """After a shared call fails, each retried text is its own decode call: its own size (1),
     duration, tokens and batch id, so metrics and `timing` do not claim a batch of three."""
-
-    class Picky:
-        def translate(self, texts, options, stats=None):
-            if "poison" in texts:
-                raise RuntimeError("cannot decode")
-            return translator.translate(texts, options, stats)
-
-    items = [BatchItem("la casa", GREEDY), BatchItem("poison", GREEDY), BatchItem("pan", GREEDY)]
     report = BatchReport()
-    outcomes = decode_batch(Picky(), items, report)
+    outcomes = decode_batch(Picky(translator), poisoned_batch(), report)
     assert report.call_sizes == [1, 1, 1]
     assert len(report.call_seconds) == len(report.call_output_tokens) == 3
     assert report.call_output_tokens[1] == 0  # the failed text produced nothing

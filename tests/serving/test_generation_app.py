@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from ray.serve import Application
 
-from service.serving.app import build_app, build_app_with_options
+from service.serving.app import bind_generator, build_app, build_app_with_options
 from service.serving.config import AppArgs
-from service.serving.generation import bind_generator, created_timestamp
+from service.serving.runtime import created_timestamp
 from service.store import ModelNotFound, ModelStore, VersionNotFound
 
 

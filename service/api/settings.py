@@ -1,0 +1,63 @@
+"""What the HTTP layer enforces and assumes when a request leaves a knob out.
+
+Operators set these in `deploy/serve_config.yaml` (`args.api`, `args.generation`); the request
+models are built from them, so validation, error messages and the OpenAPI document at /docs
+all state the limits actually in force.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ApiSettings(BaseModel):
+    """Translation: the longest text, most items, largest beam, and the defaults."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_text_chars: int = Field(2000, ge=1, description="Longest text per item, in characters.")
+    max_items: int = Field(64, ge=1, le=1024, description="Most texts per request.")
+    # 64 texts of 2,000 characters, each character JSON-escaped as \uXXXX, fit with room to spare.
+    max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024, description="Largest request body.")
+    max_beam_size: int = Field(8, ge=1, le=64)
+    max_length_limit: int = Field(
+        512, ge=1, description="Upper bound for max_length (further capped by each model)."
+    )
+    default_beam_size: int = Field(4, ge=1)
+    default_max_length: int = Field(256, ge=1)
+    request_timeout_s: float = Field(
+        60.0, gt=0, description="A translation not done by then is answered with 504."
+    )
+    retry_after_s: int = Field(1, ge=0, description="Retry-After sent with a 503.")
+
+    def model_post_init(self, _: Any) -> None:
+        if self.default_beam_size > self.max_beam_size:
+            raise ValueError("default_beam_size must not exceed max_beam_size")
+        if self.default_max_length > self.max_length_limit:
+            raise ValueError("default_max_length must not exceed max_length_limit")
+
+
+class GenerationSettings(BaseModel):
+    """Text generation: the longest prompt, most new tokens, stop strings, and the timeout."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_prompt_chars: int = Field(2000, ge=1, description="Longest prompt, in characters.")
+    max_new_tokens_limit: int = Field(
+        256, ge=1, description="Upper bound for max_new_tokens (further capped by the model)."
+    )
+    default_max_new_tokens: int = Field(64, ge=1)
+    max_stop_sequences: int = Field(4, ge=0, le=64, description="Most `stop` strings.")
+    max_stop_chars: int = Field(64, ge=1, description="Longest `stop` string, in characters.")
+    request_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description="A non-streamed generation not done by then is answered with 504; a stream "
+        "that has not started by then likewise.",
+    )
+
+    def model_post_init(self, _: Any) -> None:
+        if self.default_max_new_tokens > self.max_new_tokens_limit:
+            raise ValueError("default_max_new_tokens must not exceed max_new_tokens_limit")

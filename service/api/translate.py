@@ -1,0 +1,388 @@
+"""`POST /v1/translate`: its request and response models, and request -> job -> response.
+
+`translate_router` is also where the pieces the other translation routes reuse live:
+`decode_options` fills in defaults and applies the model's own output limit, `check_items`
+turns a text the replica could not decode into an error, and `build_response` makes the
+response that `/v1/compare` shows per model.
+"""
+
+# No `from __future__ import annotations`: FastAPI must see the request model class built
+# inside translate_router, not its name as a string.
+
+import math
+import time
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, create_model, field_validator
+from pydantic_core import PydanticCustomError
+
+from service.api.backends import Backends
+from service.api.errors import ApiError, request_id_of
+from service.api.experiments import ABTesting, record_choice
+from service.api.schemas import (
+    BODY_ERRORS,
+    LanguageCode,
+    ModelName,
+    errors,
+    json_int,
+    text_input_type,
+)
+from service.api.settings import ApiSettings
+from service.contracts import DecodeFailed, JobResult, ServedModel, TranslationJob
+from service.decoding.search import DecodeOptions
+from service.decoding.translator import Candidate
+
+TRANSLATE_ERRORS = (*BODY_ERRORS, 404, 500, 503, 504)
+
+
+def n_best_within_beam(max_beam_size: int) -> dict[str, Any]:
+    """The cross-field rule `n_best <= beam_size` as JSON Schema, for /openapi.json.
+
+    Either beam_size is left out (or null), and then n_best may be up to the largest beam, or
+    beam_size is some k and n_best is at most k: one `anyOf` branch per k, which generators
+    such as Schemathesis can satisfy.
+    """
+    unset = {"properties": {"beam_size": {"type": "null"}}}
+    per_beam = [
+        {
+            "required": ["beam_size"],
+            "properties": {"beam_size": {"const": k}, "n_best": {"maximum": k}},
+        }
+        for k in range(1, max_beam_size + 1)
+    ]
+    return {"anyOf": [unset, *per_beam]}
+
+
+EXAMPLES = [
+    {"text": "Hola, mundo.", "source": "es", "target": "en"},
+    {
+        "text": ["En el principio creó Dios los cielos y la tierra.", "Buenos días."],
+        "model": "rnnsearch",
+        "beam_size": 4,
+        "n_best": 2,
+        "return_scores": True,
+    },
+]
+
+
+def _schema_extra(schema: dict[str, Any]) -> None:
+    schema["examples"] = EXAMPLES
+    largest_beam = schema["properties"]["n_best"].get("maximum")
+    if largest_beam is not None:
+        schema.update(n_best_within_beam(largest_beam))
+
+
+class TranslateRequest(BaseModel):
+    """`POST /v1/translate`. Use `translate_request_model(settings)` for the configured limits."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", json_schema_extra=_schema_extra)
+
+    text: Any = Field(description="A string or a list of strings to translate.")
+    source: LanguageCode | None = Field(
+        None, description="Source language code; omitted means the model's source (es)."
+    )
+    target: LanguageCode | None = Field(
+        None, description="Target language code; omitted means the model's target (en)."
+    )
+    model: ModelName | None = Field(
+        None,
+        description="`transformer`, `rnnsearch` or a full id such as `es-en/transformer`; "
+        "omitted means the default model.",
+    )
+    version: json_int(ge=1) | None = Field(
+        None, description="Model version; omitted means the newest."
+    )
+    beam_size: json_int(ge=1) | None = Field(None, description="Beam width; 1 is greedy decoding.")
+    max_length: json_int(ge=1) | None = Field(None, description="Most generated tokens per text.")
+    n_best: json_int(ge=1) = Field(
+        1, description="How many hypotheses to return per text (at most beam_size)."
+    )
+    return_scores: bool = Field(False, description="Include length-normalised log-probabilities.")
+    return_alignment: bool = Field(False, description="Include cross-attention alignments.")
+
+    @field_validator("n_best")
+    @classmethod
+    def _n_best_fits_beam(cls, n_best: int, info: ValidationInfo) -> int:
+        beam_size = info.data.get("beam_size")
+        if beam_size is not None and n_best > beam_size:
+            raise PydanticCustomError(
+                "n_best_exceeds_beam",
+                "n_best ({n_best}) must not exceed beam_size ({beam_size})",
+                {"n_best": n_best, "beam_size": beam_size},
+            )
+        return n_best
+
+    @property
+    def texts(self) -> list[str]:
+        return [self.text] if isinstance(self.text, str) else list(self.text)
+
+
+def max_length_limit(settings: ApiSettings, models: Sequence[ServedModel] = ()) -> int:
+    """The largest max_length any served model accepts: what the schema can promise.
+
+    A model with a smaller limit of its own refuses more (a 422 naming it), which the field's
+    description states; that rule depends on the model chosen, so JSON Schema cannot say it.
+    """
+    limits = [m.max_output_tokens or settings.max_length_limit for m in models]
+    return min(settings.max_length_limit, max(limits, default=settings.max_length_limit))
+
+
+@lru_cache(maxsize=16)
+def translate_request_model(
+    settings: ApiSettings, longest: int | None = None
+) -> type[TranslateRequest]:
+    """`TranslateRequest` with the configured limits on text, beam_size, max_length, n_best;
+    `longest`: the largest max_length a served model takes (`max_length_limit`)."""
+    longest = longest or settings.max_length_limit
+    return create_model(
+        "TranslateRequest",
+        __base__=TranslateRequest,
+        text=(
+            text_input_type(settings.max_text_chars, settings.max_items),
+            Field(
+                description=f"A string or a list of 1 to {settings.max_items} strings, each up "
+                f"to {settings.max_text_chars} characters and not blank."
+            ),
+        ),
+        beam_size=(
+            json_int(1, settings.max_beam_size) | None,
+            Field(
+                None,
+                description=f"Beam width, 1 (greedy) to {settings.max_beam_size}; omitted means "
+                f"{settings.default_beam_size}, or n_best if that is larger.",
+            ),
+        ),
+        max_length=(
+            json_int(1, longest) | None,
+            Field(
+                None,
+                description=f"Most generated tokens per text, 1 to {longest} (and at most the "
+                f"chosen model's own limit); omitted means {settings.default_max_length}.",
+            ),
+        ),
+        n_best=(
+            json_int(1, settings.max_beam_size),
+            Field(
+                1,
+                description="How many hypotheses to return per text; at most beam_size when "
+                "beam_size is given.",
+            ),
+        ),
+    )
+
+
+class Alignment(BaseModel):
+    source_tokens: list[str] = Field(description="Source pieces, `</s>` last.")
+    target_tokens: list[str] = Field(description="Target pieces, `</s>` last when finished.")
+    weights: list[list[float]] = Field(
+        description="Cross-attention, one row per target token over the source tokens."
+    )
+
+
+class Alternative(BaseModel):
+    text: str
+    score: float | None = None
+
+
+class TranslationResult(BaseModel):
+    text: str = Field(description="The best translation.")
+    score: float | None = Field(None, description="Its score, when return_scores is set.")
+    alternatives: list[Alternative] | None = Field(
+        None, description="The other n-best hypotheses, best first, when n_best > 1."
+    )
+    alignment: Alignment | None = Field(None, description="When return_alignment is set.")
+    input_tokens: int
+    output_tokens: int
+
+
+class Usage(BaseModel):
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+
+
+class Timing(BaseModel):
+    queue_ms: float = Field(description="Waiting for a decode batch, in the model replica.")
+    compute_ms: float = Field(description="Decoding the batches that carried this request.")
+    total_ms: float = Field(description="From receipt to response, at the API.")
+    batch_sizes: list[int] = Field(
+        description="Per input: how many texts (from all requests) were decoded together."
+    )
+
+
+class TranslateResponse(BaseModel):
+    id: str = Field(description="The request id, also sent as the X-Request-ID header.")
+    model: str = Field(description="Full id of the model that answered.")
+    version: int
+    source: str
+    target: str
+    translations: list[TranslationResult] = Field(description="One per input text, in order.")
+    usage: Usage
+    timing: Timing
+    experiment: str | None = Field(
+        None, description="The A/B experiment that chose the model, if one did."
+    )
+    variant: str | None = Field(None, description="The experiment's variant that served.")
+
+
+def decode_options(
+    settings: ApiSettings,
+    model: ServedModel,
+    *,
+    beam_size: int | None,
+    max_length: int | None,
+    n_best: int,
+    return_alignment: bool,
+) -> DecodeOptions:
+    """Fill in defaults and apply the model's own limit on output length."""
+    limit = min(settings.max_length_limit, model.max_output_tokens or settings.max_length_limit)
+    if max_length is not None and max_length > limit:
+        raise ApiError(
+            422,
+            "validation_error",
+            f"max_length: must be at most {limit} for model {model.id}",
+            field="max_length",
+        )
+    return DecodeOptions(
+        beam_size=beam_size if beam_size is not None else max(settings.default_beam_size, n_best),
+        n_best=n_best,
+        max_length=max_length
+        if max_length is not None
+        else min(settings.default_max_length, limit),
+        return_alignment=return_alignment,
+    )
+
+
+def check_items(result: JobResult) -> None:
+    """Every text must have come back translated; one that did not fails the request."""
+    for index, item in enumerate(result.items):
+        if item.error is not None or item.translation is None:
+            raise DecodeFailed(
+                f"text[{index}] could not be translated: {item.error or 'no result'}",
+                field=f"text[{index}]",
+            )
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _alignment(candidate: Candidate) -> Alignment | None:
+    if candidate.alignment is None:
+        return None
+    return Alignment(
+        source_tokens=candidate.alignment.source_tokens,
+        target_tokens=candidate.alignment.target_tokens,
+        weights=candidate.alignment.weights,
+    )
+
+
+def build_response(
+    request_id: str,
+    model: ServedModel,
+    result: JobResult,
+    *,
+    n_best: int,
+    return_scores: bool,
+    return_alignment: bool,
+    started: float,
+) -> TranslateResponse:
+    translations = []
+    for item in result.items:
+        translation = item.translation
+        best = translation.best
+        alternatives = None
+        if n_best > 1:
+            alternatives = [
+                Alternative(text=c.text, score=_finite(c.score) if return_scores else None)
+                for c in translation.candidates[1:n_best]
+            ]
+        translations.append(
+            TranslationResult(
+                text=best.text,
+                score=_finite(best.score) if return_scores else None,
+                alternatives=alternatives,
+                alignment=_alignment(best) if return_alignment else None,
+                input_tokens=translation.input_tokens,
+                output_tokens=best.tokens,
+            )
+        )
+    input_tokens = sum(t.input_tokens for t in translations)
+    output_tokens = sum(t.output_tokens for t in translations)
+    return TranslateResponse(
+        id=request_id,
+        model=result.model_id,
+        version=result.version,
+        source=model.source,
+        target=model.target,
+        translations=translations,
+        usage=Usage(
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            total_tokens=input_tokens + output_tokens,
+        ),
+        timing=Timing(
+            queue_ms=result.queue_s * 1000,
+            compute_ms=result.compute_s * 1000,
+            total_ms=(time.perf_counter() - started) * 1000,
+            batch_sizes=[item.batch_size for item in result.items],
+        ),
+    )
+
+
+def translate_router(settings: ApiSettings, backends: Backends, ab: ABTesting) -> APIRouter:
+    TranslateRequestModel = translate_request_model(
+        settings, max_length_limit(settings, backends.catalog.models)
+    )
+    router = APIRouter(tags=["translation"])
+
+    @router.post(
+        "/v1/translate",
+        response_model=TranslateResponse,
+        responses=errors(*TRANSLATE_ERRORS),
+        summary="Translate one text or a list of texts",
+        openapi_extra={"x-cross-field-rules": ["n_best <= beam_size when beam_size is given"]},
+    )
+    async def translate(
+        body: TranslateRequestModel, request: Request, response: Response
+    ) -> TranslateResponse:
+        started = time.perf_counter()
+        served, assignment = ab.choose(
+            "/v1/translate",
+            request.headers,
+            body.model,
+            body.version,
+            body.source,
+            body.target,
+        )
+        record_choice(request, ab.recorder, served, assignment)
+        options = decode_options(
+            settings,
+            served,
+            beam_size=body.beam_size,
+            max_length=body.max_length,
+            n_best=body.n_best,
+            return_alignment=body.return_alignment,
+        )
+        request_id = request_id_of(request)
+        job = TranslationJob(body.texts, options, request_id)
+        result = await backends.translation.translate(served, job)
+        check_items(result)
+        ab.served(request_id, served, assignment, response)
+        answer = build_response(
+            request_id,
+            served,
+            result,
+            n_best=body.n_best,
+            return_scores=body.return_scores,
+            return_alignment=body.return_alignment,
+            started=started,
+        )
+        if assignment is not None:
+            answer.experiment, answer.variant = assignment.experiment, assignment.variant
+        return answer
+
+    return router

@@ -5,6 +5,12 @@ model call, admits waiting requests by prefilling them and merging their caches 
 running batch, and retires finished or cancelled sequences at once. Requests that arrive at
 different times therefore share decode steps, and a cancelled request stops costing compute
 at the next step. The engine is synchronous and single-threaded; the serving layer drives it.
+
+Per step, the work that grows with the batch is tensor work: one model call, one batched
+choice of every row's token (`sampling.SamplingRows`, each row with its own settings and
+seeded draws), and a detokenizer per row that decodes only a short window of ids
+(`detokenize.IncrementalDetokenizer`), so a stream's cost per token does not grow with its
+length.
 """
 
 from __future__ import annotations
@@ -15,7 +21,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from service.decoding.search import sample_next
+from service.decoding.detokenize import IncrementalDetokenizer
+from service.decoding.sampling import SamplingRows, draw_uniforms
 from service.models.lm import LanguageModel, LMState
 from service.text.protocol import TextTokenizer
 
@@ -56,10 +63,10 @@ class _Sequence:
     request_id: str
     prompt_ids: list[int]
     params: SamplingParams
-    generator: torch.Generator | None
-    prompt_text: str = ""  # the prompt as the tokenizer decodes it
+    detokenizer: IncrementalDetokenizer
+    sampling: SamplingRows  # this request's row, until it joins the running batch
     generated: list[int] = field(default_factory=list)
-    emitted_text: str = ""
+    pending: str = ""  # text decoded but not streamed yet: it may begin a stop string
     arrived: float = field(default_factory=time.perf_counter)
 
 
@@ -71,6 +78,8 @@ class GenerationEngine:
         self.waiting: deque[_Sequence] = deque()
         self.running: list[_Sequence] = []
         self.state: LMState | None = None
+        self.sampling: SamplingRows | None = None  # rows in the order of `running`
+        self.tokens: torch.Tensor | None = None  # (B,) each running row's last token
         self.batch_sizes: list[int] = []  # rows per model step, for metrics
 
     @property
@@ -89,12 +98,16 @@ class GenerationEngine:
                 f"prompt ({len(prompt_ids)} tokens) plus max_new_tokens "
                 f"({params.max_new_tokens}) exceeds the model's {self.model.config.max_positions}"
             )
-        generator = None
-        if params.temperature > 0:
-            generator = torch.Generator(device=self.device)
-            generator.manual_seed(params.seed if params.seed is not None else torch.seed())
-        prompt_text = self.tokenizer.decode(prompt_ids)
-        self.waiting.append(_Sequence(request_id, prompt_ids, params, generator, prompt_text))
+        uniforms = (
+            draw_uniforms(params.max_new_tokens, params.seed)
+            if params.temperature > 0
+            else torch.zeros(0, dtype=torch.float64)
+        )
+        sampling = SamplingRows.single(
+            params.temperature, params.top_k, params.top_p, uniforms, self.device
+        )
+        detokenizer = IncrementalDetokenizer.after(self.tokenizer, prompt_ids)
+        self.waiting.append(_Sequence(request_id, prompt_ids, params, detokenizer, sampling))
         return len(prompt_ids)
 
     def cancel(self, request_id: str) -> bool:
@@ -121,8 +134,7 @@ class GenerationEngine:
         """One decode step for the running batch plus prefill for newly admitted requests."""
         logits = []
         if self.running:
-            last = torch.tensor([s.generated[-1] for s in self.running], device=self.device)
-            logits.append(self.model.step(last, self.state))
+            logits.append(self.model.step(self.tokens, self.state))
         admitted = []
         while self.waiting and len(self.running) + len(admitted) < self.max_batch_size:
             admitted.append(self.waiting.popleft())
@@ -137,50 +149,46 @@ class GenerationEngine:
                 if self.state is None
                 else LanguageModel.merge(self.state, prefill_state)
             )
+            rows = [s.sampling for s in admitted]
+            self.sampling = SamplingRows.cat(
+                rows if self.sampling is None else [self.sampling, *rows]
+            )
             self.running.extend(admitted)
         if not logits:
             return []
         self.batch_sizes.append(len(self.running))
         log_probs = torch.cat(logits).float().log_softmax(-1)
         log_probs[:, self.model.config.pad_id] = float("-inf")
-        outputs, finished_rows = [], []
-        for row, sequence in enumerate(self.running):
-            token = self._choose(log_probs[row : row + 1], sequence)
-            output = self._advance(sequence, token)
-            outputs.append(output)
-            if output.finished:
-                finished_rows.append(row)
-        self._retire(finished_rows)
+        self.tokens = self.sampling.choose(log_probs)
+        outputs = [
+            self._advance(sequence, token)
+            for sequence, token in zip(self.running, self.tokens.tolist(), strict=True)
+        ]
+        self._retire([row for row, output in enumerate(outputs) if output.finished])
         return outputs
 
-    def _choose(self, log_probs: torch.Tensor, sequence: _Sequence) -> int:
-        params = sequence.params
-        if params.temperature == 0:
-            return int(log_probs.argmax(-1))
-        return int(
-            sample_next(
-                log_probs, params.temperature, params.top_k, params.top_p, sequence.generator
-            )
-        )
-
     def _advance(self, sequence: _Sequence, token: int) -> GenerationOutput:
+        """Record `token` for `sequence`; return the text that may be streamed now."""
+        params = sequence.params
         finish_reason = None
         if token == self.tokenizer.eos_id:
             finish_reason = "stop"
         else:
             sequence.generated.append(token)
-        text = self._completion(sequence)
-        for stop in sequence.params.stop:
-            cut = text.find(stop)
+            if len(sequence.generated) >= params.max_new_tokens:
+                finish_reason = "length"
+        # Streamed text never holds the start of a stop string (`_held_back`), so a stop can
+        # only occur in the pending text, and only where the new text ends it.
+        searched = len(sequence.pending)
+        text = sequence.pending + sequence.detokenizer.push(
+            None if finish_reason == "stop" else token, final=finish_reason is not None
+        )
+        for stop in params.stop:
+            cut = text.find(stop, max(searched - len(stop) + 1, 0))
             if cut >= 0:
                 text, finish_reason = text[:cut], "stop"
-        if finish_reason is None and len(sequence.generated) >= sequence.params.max_new_tokens:
-            finish_reason = "length"
-        delta = ""
-        if text.startswith(sequence.emitted_text):
-            end = len(text) if finish_reason else len(text) - _held_back(text, sequence.params.stop)
-            delta = text[len(sequence.emitted_text) : max(end, len(sequence.emitted_text))]
-            sequence.emitted_text += delta
+        end = len(text) if finish_reason else len(text) - _held_back(text, params.stop)
+        delta, sequence.pending = text[:end], text[end:]
         return GenerationOutput(
             request_id=sequence.request_id,
             text=delta,
@@ -191,29 +199,19 @@ class GenerationEngine:
             completion_tokens=len(sequence.generated),
         )
 
-    def _completion(self, sequence: _Sequence) -> str:
-        """The text the generated tokens add after the prompt.
-
-        Decoded together with the prompt: SentencePiece drops the space a word-initial piece
-        ("▁God") carries at the start of a text, so decoding the new tokens alone would glue
-        the first word to the prompt ("In the beginningGod").
-        """
-        joined = self.tokenizer.decode(sequence.prompt_ids + sequence.generated)
-        if joined.startswith(sequence.prompt_text):
-            return joined[len(sequence.prompt_text) :]
-        return self.tokenizer.decode(sequence.generated)
-
     def _retire(self, rows: list[int]):
         if not rows:
             return
-        keep = [i for i in range(len(self.running)) if i not in set(rows)]
+        gone = set(rows)
+        keep = [i for i in range(len(self.running)) if i not in gone]
         self.running = [self.running[i] for i in keep]
         if keep:
-            self.state = self.model.reorder_state(
-                self.state, torch.tensor(keep, device=self.device)
-            )
+            index = torch.tensor(keep, device=self.device)
+            self.state = self.model.reorder_state(self.state, index)
+            self.sampling = self.sampling.select(index)
+            self.tokens = self.tokens[index]
         else:
-            self.state = None
+            self.state = self.sampling = self.tokens = None
 
 
 def _held_back(text: str, stops: tuple[str, ...]) -> int:

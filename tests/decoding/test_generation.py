@@ -72,6 +72,16 @@ def test_streamed_chunks_concatenate_to_the_final_text_and_length_is_reported(en
     assert reasons["a"] in {"length", "stop"}
 
 
+def test_streaming_decodes_a_window_per_token_not_the_whole_text(engine):
+    decoded = []
+    decode = engine.tokenizer.decode
+    engine.tokenizer.decode = lambda ids: (decoded.append(len(ids)), decode(ids))[1]
+    greedy = SamplingParams(max_new_tokens=300, temperature=0)
+    texts, reasons, _ = run(engine, [("a", "in the beginning", greedy)])
+    assert reasons["a"] == "length" and len(texts["a"]) == 300
+    assert sum(decoded) < 10 * 300  # decoding prompt and output every time: about 50,000
+
+
 def test_requests_arriving_later_join_the_running_batch(engine):
     engine.add("first", "abc", SamplingParams(max_new_tokens=10, temperature=0))
     engine.step()

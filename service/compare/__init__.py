@@ -1,8 +1,9 @@
 """Offline comparison of stored translation models: `python -m service compare`.
 
-`compare_models` translates one split with every model and writes a report (markdown, JSON,
-PNG plots): BLEU and chrF with paired bootstrap intervals and p-values, BLEU by source length,
-speed, and attention alignments of sample sentences.
+`compare_models` translates one split with every model (and Apertium, when asked) and writes a
+report (markdown, JSON, PNG plots): BLEU and chrF with paired bootstrap intervals and p-values,
+BLEU by source length, speed, and attention alignments of sample sentences. `compare_splits`
+does that per split and writes one report over all of them.
 """
 
 from service.compare.report import (
@@ -13,8 +14,10 @@ from service.compare.report import (
     PairedBootstrap,
     PairedComparison,
     Speed,
+    SplitsReport,
     choose_samples,
     compare_models,
+    compare_splits,
     paired_bootstrap,
     render_markdown,
     report_to_dict,
@@ -28,8 +31,10 @@ __all__ = [
     "PairedBootstrap",
     "PairedComparison",
     "Speed",
+    "SplitsReport",
     "choose_samples",
     "compare_models",
+    "compare_splits",
     "paired_bootstrap",
     "render_markdown",
     "report_to_dict",

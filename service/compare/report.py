@@ -1,14 +1,18 @@
-"""Offline comparison of stored translation models on one corpus split.
+"""Offline comparison of stored translation models, and Apertium, on corpus splits.
 
 Every model translates the same sentences through the serving path (`Translator`), and the
 per-model numbers come from `service.training.evaluate`, so the report agrees with `python -m
 service eval`. What this module adds is the comparison: sacrebleu's paired bootstrap
 resampling (95% intervals and p-values against the first model, the baseline), BLEU by source
 length side by side (Bahdanau et al. 2014, Figure 2), and attention alignments of the same
-sample sentences from every model (their Figure 3).
+sample sentences from every model (their Figure 3). Apertium, the rule-based engine a user
+could run instead (`service.training.apertium`), can join as one more system scored on the
+same lines; it has no attention to plot.
 
-Computation returns a `ComparisonReport`; rendering (`render_markdown`, `report_to_dict`) and
-plotting (`service.compare.plots`) only read it.
+`compare_models` compares on one split; `compare_splits` runs it per split into a
+subdirectory each and writes one report over all of them. Computation returns a
+`ComparisonReport` (or `SplitsReport`); rendering (`render_markdown`, `report_to_dict`,
+`render_splits_markdown`, `splits_to_dict`) and plotting (`service.compare.plots`) only read it.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import json
 import platform
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,7 +30,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from service.training.evaluate import CHUNK_SENTENCES, score, translate_all
+from service.training.evaluate import CHUNK_SENTENCES, orient, score, translate_all
 
 DEFAULT_BOOTSTRAP_SAMPLES = 1000  # sacrebleu's default for `--paired-bs`
 SIGNIFICANCE_LEVEL = 0.05
@@ -40,6 +44,7 @@ REPORT_MARKDOWN = "report.md"
 REPORT_JSON = "report.json"
 BLEU_BY_LENGTH_PLOT = "bleu_by_length.png"
 SCORES_PLOT = "scores.png"
+APERTIUM_LABEL = "apertium"
 
 
 class TextPair(Protocol):
@@ -78,14 +83,16 @@ class Speed:
     `*_latency_ms`: every sentence waits for the whole translate call (one chunk of sentences,
     packed into batches) that returned it; mean and percentiles are over sentences.
     `ms_per_sentence` is the amortised cost, wall time over sentences (1 / throughput).
+    Apertium translates the whole split in one process: its latency is that one call, and it
+    has no tokens or batches (None).
     """
 
     sentences: int
     wall_s: float
     sentences_per_s: float
-    target_tokens: int  # generated tokens, EOS included
-    target_tokens_per_s: float
-    batches: int
+    target_tokens: int | None  # generated tokens, EOS included
+    target_tokens_per_s: float | None
+    batches: int | None
     mean_latency_ms: float
     p50_latency_ms: float
     p95_latency_ms: float
@@ -109,11 +116,14 @@ class AlignmentSample:
 
 @dataclass
 class ModelResult:
+    """One system of the comparison: a stored model, or the Apertium peer (`peer`), which has
+    no version in the store, no parameters and no attention to plot."""
+
     label: str  # short name used in tables and file names, unique within a report
     model_id: str
-    version: int
+    version: int | None
     arch: str
-    parameters: int
+    parameters: int | None
     bleu: MetricScore
     chrf: MetricScore
     buckets: list[dict[str, Any]]  # evaluate.score's: bucket, min_words, max_words, count, bleu
@@ -121,6 +131,8 @@ class ModelResult:
     samples: list[AlignmentSample]
     hypotheses: list[str] = field(repr=False)
     hypotheses_file: str = ""
+    empty: int = 0  # translations with no text
+    peer: bool = False
 
 
 @dataclass(frozen=True)
@@ -148,6 +160,7 @@ class ComparisonReport:
     sample_indices: list[int]
     environment: dict[str, Any]
     files: dict[str, str] = field(default_factory=dict)
+    direction: str = "es-en"  # source-target language of every system and of the references
 
     @property
     def baseline(self) -> ModelResult:
@@ -341,13 +354,18 @@ def compare_models(
     n_bootstrap: int = DEFAULT_BOOTSTRAP_SAMPLES,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    apertium: bool = False,
 ) -> ComparisonReport:
     """Translate `pairs` with every model, compare them, and write the report into `out_dir`.
 
     model_ids: store ids or short names, each optionally `(id, version)` or `"id@version"`;
-        the first model is the baseline of the paired tests.
+        the first model is the baseline of the paired tests. All must translate the same
+        way (their manifests' languages); an en->es model reads the pairs' English side.
+    pairs: corpus pairs as stored, Spanish `source`, English `target`.
     options: a `DecodeOptions` used for every model (alignments are requested on top of it for
         the sample sentences only, so they do not slow the timed run).
+    apertium: also score Apertium on the same lines, as the last system (it runs first, so a
+        missing Apertium fails before any model translates).
     Writes report.md, report.json, bleu_by_length.png, scores.png,
     alignment_<label>_<i>.png and hypotheses_<label>.txt; returns what it wrote.
     """
@@ -360,16 +378,28 @@ def compare_models(
     if not pairs:
         raise ValueError("nothing to compare: no pairs")
     say = log or (lambda message: None)
+    specs = [parse_model_spec(m) if isinstance(m, str) else m for m in model_ids]
+    manifests = [store.resolve(model_id, version) for model_id, version in specs]
+    directions = sorted({(m.source_lang, m.target_lang) for m in manifests})
+    if len(directions) > 1:
+        raise ValueError(
+            "compare models of one direction at a time, not "
+            + " and ".join(f"{s}->{t}" for s, t in directions)
+        )
+    source_lang, target_lang = directions[0]
+    pairs = orient(pairs, source_lang, target_lang)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    specs = [parse_model_spec(m) if isinstance(m, str) else m for m in model_ids]
     sources = [pair.source for pair in pairs]
     references = [pair.target for pair in pairs]
     sample_indices = choose_samples(pairs, samples)
     alignment_options = dataclasses.replace(options, return_alignment=True)
 
-    manifests = [store.resolve(model_id, version) for model_id, version in specs]
     labels = model_labels([(m.id, m.version) for m in manifests])
+    peer = None
+    if apertium:
+        say(f"apertium {source_lang}->{target_lang}: translating {len(sources)} sentences")
+        peer = _apertium_partial(pairs, sample_indices, source_lang, target_lang)
     partial: list[dict[str, Any]] = []
     for label, manifest in zip(labels, manifests, strict=True):
         say(f"{manifest.id} v{manifest.version}: loading")
@@ -389,10 +419,13 @@ def compare_models(
         partial.append(
             dict(
                 label=label,
-                manifest=manifest,
+                model_id=manifest.id,
+                version=manifest.version,
+                arch=manifest.arch,
                 parameters=sum(p.numel() for p in loaded.model.parameters()),
                 hypotheses=hypotheses,
                 buckets=scored["buckets"],
+                empty=scored["empty"],
                 speed=_speed(measured, timed.calls),
                 samples=[
                     _sample(label, n, index, pairs[index], translation.best)
@@ -405,6 +438,8 @@ def compare_models(
         del loaded, translator, timed
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+    if peer is not None:
+        partial.append(peer)
 
     say(f"paired bootstrap resampling ({n_bootstrap} samples)")
     bootstrap = paired_bootstrap(
@@ -412,14 +447,13 @@ def compare_models(
     )
     models = []
     for p in partial:
-        manifest = p["manifest"]
         scores = bootstrap.scores[p["label"]]
         models.append(
             ModelResult(
                 label=p["label"],
-                model_id=manifest.id,
-                version=manifest.version,
-                arch=manifest.arch,
+                model_id=p["model_id"],
+                version=p["version"],
+                arch=p["arch"],
                 parameters=p["parameters"],
                 bleu=scores["BLEU"],
                 chrf=scores["chrF"],
@@ -428,6 +462,8 @@ def compare_models(
                 samples=p["samples"],
                 hypotheses=p["hypotheses"],
                 hypotheses_file=f"hypotheses_{p['label']}.txt",
+                empty=p["empty"],
+                peer=p.get("peer", False),
             )
         )
     comparisons = [
@@ -468,11 +504,64 @@ def compare_models(
             "python": platform.python_version(),
             "machine": platform.machine(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **({"apertium": peer["version_text"]} if peer is not None else {}),
         },
+        direction=f"{source_lang}-{target_lang}",
     )
     write_report(report, out)
     say(f"report written to {out / REPORT_MARKDOWN}")
     return report
+
+
+def _apertium_partial(
+    pairs: Sequence[Any], sample_indices: list[int], source_lang: str, target_lang: str
+) -> dict[str, Any]:
+    """Apertium's translations of the (oriented) pairs, scored like a model's."""
+    from service.training.apertium import translate_lines
+
+    sources = [pair.source for pair in pairs]
+    result = translate_lines(sources, source_lang, target_lang)
+    scored = score(result.translations, [pair.target for pair in pairs], sources)
+    seconds, count = max(result.seconds, 1e-9), len(sources)
+    call_ms = round(1000.0 * result.seconds, 2)
+    return dict(
+        label=APERTIUM_LABEL,
+        model_id=f"apertium {result.direction}",
+        version=None,
+        arch=f"rule-based ({result.version})",
+        parameters=None,
+        hypotheses=result.translations,
+        buckets=scored["buckets"],
+        empty=scored["empty"],
+        speed=Speed(
+            sentences=count,
+            wall_s=result.seconds,
+            sentences_per_s=round(count / seconds, 3),
+            target_tokens=None,
+            target_tokens_per_s=None,
+            batches=None,
+            mean_latency_ms=call_ms,
+            p50_latency_ms=call_ms,
+            p95_latency_ms=call_ms,
+            ms_per_sentence=round(1000.0 * result.seconds / max(count, 1), 2),
+        ),
+        samples=[
+            AlignmentSample(
+                index=index,
+                key=str(getattr(pairs[index], "key", index)),
+                source=pairs[index].source,
+                reference=pairs[index].target,
+                hypothesis=result.translations[index],
+                source_tokens=[],
+                target_tokens=[],
+                weights=[],
+                plot=None,
+            )
+            for index in sample_indices
+        ],
+        peer=True,
+        version_text=result.version,
+    )
 
 
 def _sample(label: str, number: int, index: int, pair: Any, best: Any) -> AlignmentSample:
@@ -526,6 +615,117 @@ def write_report(report: ComparisonReport, out_dir: Path) -> None:
     (out_dir / REPORT_MARKDOWN).write_text(render_markdown(report), encoding="utf-8")
 
 
+# Several splits.
+
+
+@dataclass
+class SplitsReport:
+    """One `ComparisonReport` per split, same systems in the same order in each."""
+
+    reports: list[ComparisonReport]
+    files: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def labels(self) -> list[str]:
+        return [m.label for m in self.reports[0].models]
+
+
+def compare_splits(
+    store: Any,
+    model_ids: Sequence[str | tuple[str, int | None]],
+    splits: Mapping[str, Sequence[TextPair]],
+    options: Any,
+    out_dir: Path | str,
+    samples: int = 3,
+    **kwargs: Any,
+) -> SplitsReport:
+    """`compare_models` on every split, each into `out_dir/<split>/`, then one report over all
+    of them: `out_dir/report.md` (a summary table of every system on every split, then each
+    split's full report) and `out_dir/report.json`. `kwargs` go to `compare_models`."""
+    if not splits:
+        raise ValueError("compare_splits needs at least one split")
+    if any(not pairs for pairs in splits.values()):
+        empty = [name for name, pairs in splits.items() if not pairs]
+        raise ValueError(f"nothing to compare on split(s) {', '.join(empty)}: no pairs")
+    out = Path(out_dir)
+    reports = [
+        compare_models(store, model_ids, pairs, options, out / name, samples, split=name, **kwargs)
+        for name, pairs in splits.items()
+    ]
+    result = SplitsReport(reports)
+    result.files = {"markdown": REPORT_MARKDOWN, "json": REPORT_JSON}
+    (out / REPORT_JSON).write_text(
+        json.dumps(splits_to_dict(result), indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+    (out / REPORT_MARKDOWN).write_text(render_splits_markdown(result), encoding="utf-8")
+    return result
+
+
+def splits_to_dict(result: SplitsReport) -> dict[str, Any]:
+    """The JSON over all splits: a summary per system and split, then each split's report."""
+    return {
+        "splits": [r.split for r in result.reports],
+        "systems": result.labels,
+        "baseline": result.reports[0].baseline.label,
+        "summary": {
+            label: {
+                r.split: {
+                    "bleu": _metric_dict(r.model(label).bleu),
+                    "chrf": _metric_dict(r.model(label).chrf),
+                    "empty": r.model(label).empty,
+                    "sentences": r.sentences,
+                }
+                for r in result.reports
+            }
+            for label in result.labels
+        },
+        "reports": {r.split: report_to_dict(r) for r in result.reports},
+        "files": result.files,
+    }
+
+
+def render_splits_markdown(result: SplitsReport) -> str:
+    first = result.reports[0]
+    splits = [r.split for r in result.reports]
+    lines = [
+        f"# Model comparison: {' vs '.join(result.labels)} on {', '.join(splits)}",
+        "",
+        f"{first.direction.replace('-', '→')}; every system translates the same lines of each "
+        f"split. Corpus BLEU and chrF (sacrebleu) with 95% paired-bootstrap intervals "
+        f"({first.bootstrap['resamples']} resamples); the sections below give p-values against "
+        f"**{first.baseline.label}**, BLEU by length, speed and alignments per split.",
+        "",
+        "| system | " + " | ".join(f"{split} BLEU | {split} chrF" for split in splits) + " |",
+        "|---|" + "---:|---:|" * len(splits),
+    ]
+    for label in result.labels:
+        cells = []
+        for r in result.reports:
+            m = r.model(label)
+            cells += [
+                f"{metric.score:.2f} [{metric.low:.2f}, {metric.high:.2f}]"
+                for metric in (m.bleu, m.chrf)
+            ]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "| split | sentences | " + " | ".join(f"empty {label}" for label in result.labels) + " |",
+        "|---|---:|" + "---:|" * len(result.labels),
+    ]
+    for r in result.reports:
+        lines.append(
+            f"| {r.split} | {r.sentences} | "
+            + " | ".join(str(r.model(label).empty) for label in result.labels)
+            + " |"
+        )
+    lines += ["", "Signatures:", "", "```"]
+    lines += [f"{metric}: {signature}" for metric, signature in first.signatures.items()]
+    lines += ["```", ""]
+    for r in result.reports:
+        lines += [render_markdown(r, level=2, prefix=f"{r.split}/"), ""]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
 # Rendering.
 
 
@@ -543,6 +743,7 @@ def report_to_dict(report: ComparisonReport) -> dict[str, Any]:
     """The JSON form: everything but the hypotheses themselves (those go to text files)."""
     return {
         "split": report.split,
+        "direction": report.direction,
         "sentences": report.sentences,
         "baseline": report.baseline.label,
         "decode": report.decode,
@@ -554,8 +755,10 @@ def report_to_dict(report: ComparisonReport) -> dict[str, Any]:
                 "version": m.version,
                 "arch": m.arch,
                 "parameters": m.parameters,
+                "peer": m.peer,
                 "bleu": _metric_dict(m.bleu),
                 "chrf": _metric_dict(m.chrf),
+                "empty": m.empty,
                 "buckets": m.buckets,
                 "speed": dataclasses.asdict(m.speed),
                 "hypotheses_file": m.hypotheses_file,
@@ -593,42 +796,50 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def render_markdown(report: ComparisonReport) -> str:
+def render_markdown(report: ComparisonReport, *, level: int = 1, prefix: str = "") -> str:
+    """The report as markdown. `level` is the depth of its top heading and `prefix` goes before
+    every file it links, so a split's report can sit inside the report over all splits."""
     labels = [m.label for m in report.models]
     base = report.baseline
+    h1, h2, h3 = ("#" * (level + n) for n in range(3))
+    title = f"Model comparison: {' vs '.join(labels)}"
+    if level > 1:
+        title = f"Split {report.split or '(custom)'}: {' vs '.join(labels)}"
     lines = [
-        f"# Model comparison: {' vs '.join(labels)}",
+        f"{h1} {title}",
         "",
-        f"Split **{report.split or '(custom)'}**, {report.sentences} sentences; "
+        f"Split **{report.split or '(custom)'}**, {report.sentences} sentences, "
+        f"{report.direction.replace('-', '→')}; "
         f"beam {report.decode['beam_size']}, length penalty {report.decode['length_penalty']}, "
         f"max length {report.decode['max_length']}. Device {report.environment['device']}, "
         f"{report.environment['torch_threads']} torch threads, torch "
         f"{report.environment['torch']}; {report.environment['created']}.",
         "",
-        "| model | id | version | arch | parameters |",
+        "| system | id | version | arch | parameters |",
         "|---|---|---|---|---|",
     ]
     lines += [
-        f"| {m.label} | {m.model_id} | {m.version} | {m.arch} | {m.parameters:,} |"
+        f"| {m.label} | {m.model_id} | {_fmt(m.version, 0)} | {m.arch} | "
+        f"{'–' if m.parameters is None else f'{m.parameters:,}'} |"
         for m in report.models
     ]
     lines += [
         "",
-        "## Quality",
+        f"{h2} Quality",
         "",
         f"Corpus BLEU and chrF (sacrebleu) with 95% confidence intervals from paired bootstrap "
         f"resampling ({report.bootstrap['resamples']} resamples, seed "
         f"{report.bootstrap['seed']}); p-values test each model against the baseline "
-        f"**{base.label}** (* : p < {SIGNIFICANCE_LEVEL}).",
+        f"**{base.label}** (* : p < {SIGNIFICANCE_LEVEL}). Empty: translations with no text.",
         "",
-        "| model | BLEU | BLEU 95% CI | p (BLEU) | chrF | chrF 95% CI | p (chrF) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| system | BLEU | BLEU 95% CI | p (BLEU) | chrF | chrF 95% CI | p (chrF) | empty |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for m in report.models:
         lines.append(
             f"| {m.label} | {m.bleu.score:.2f} | [{m.bleu.low:.2f}, {m.bleu.high:.2f}] | "
             f"{_p(m.bleu.p_value)} | {m.chrf.score:.2f} | [{m.chrf.low:.2f}, {m.chrf.high:.2f}] "
-            f"| {_p(m.chrf.p_value)} |"
+            f"| {_p(m.chrf.p_value)} | {m.empty} |"
         )
     lines.append("")
     for c in report.comparisons:
@@ -646,14 +857,15 @@ def render_markdown(report: ComparisonReport) -> str:
         *(f"{metric}: {signature}" for metric, signature in report.signatures.items()),
         "```",
         "",
-        f"![BLEU and chrF with 95% intervals]({report.files.get('scores', SCORES_PLOT)})",
+        f"![BLEU and chrF with 95% intervals]({prefix}{report.files.get('scores', SCORES_PLOT)})",
         "",
-        "## BLEU by source sentence length",
+        f"{h2} BLEU by source sentence length",
         "",
         "Corpus BLEU of the sentences in each bucket of source length (whitespace words), as in "
         "Figure 2 of Bahdanau et al. (2014). Small buckets give noisy scores.",
         "",
-        f"![BLEU by source length]({report.files.get('bleu_by_length', BLEU_BY_LENGTH_PLOT)})",
+        f"![BLEU by source length]({prefix}"
+        f"{report.files.get('bleu_by_length', BLEU_BY_LENGTH_PLOT)})",
         "",
         "| source words | sentences | " + " | ".join(f"BLEU {label}" for label in labels) + " |",
         "|---|---:|" + "---:|" * len(labels),
@@ -662,14 +874,21 @@ def render_markdown(report: ComparisonReport) -> str:
         row = [bucket["bucket"], str(bucket["count"])]
         row += [_fmt(m.buckets[position]["bleu"]) for m in report.models]
         lines.append("| " + " | ".join(row) + " |")
+    peers = [m.label for m in report.models if m.peer]
     lines += [
         "",
-        "## Speed",
+        f"{h2} Speed",
         "",
         f"Sentences are sorted by length and handed to the translator in chunks of "
         f"{CHUNK_SENTENCES}, which it packs into batches. Latency is the time of the chunk that "
         f"returned a sentence (what a client sending that chunk at once waits), over sentences; "
-        f"ms/sentence is the amortised cost (wall time / sentences). Target tokens include EOS.",
+        f"ms/sentence is the amortised cost (wall time / sentences). Target tokens include EOS."
+        + (
+            f" {', '.join(peers)}: one process for the whole split, so its latency is that one "
+            "call; it has no tokens or batches."
+            if peers
+            else ""
+        ),
         "",
         "| model | sentences/s | target tokens/s | mean latency (ms) | p50 (ms) | p95 (ms) "
         "| ms/sentence | batches | wall (s) |",
@@ -678,24 +897,25 @@ def render_markdown(report: ComparisonReport) -> str:
     for m in report.models:
         s = m.speed
         lines.append(
-            f"| {m.label} | {s.sentences_per_s:.2f} | {s.target_tokens_per_s:.1f} | "
+            f"| {m.label} | {s.sentences_per_s:.2f} | {_fmt(s.target_tokens_per_s, 1)} | "
             f"{s.mean_latency_ms:.1f} | {s.p50_latency_ms:.1f} | {s.p95_latency_ms:.1f} | "
-            f"{s.ms_per_sentence:.1f} | {s.batches} | {s.wall_s:.2f} |"
+            f"{s.ms_per_sentence:.1f} | {_fmt(s.batches, 0)} | {s.wall_s:.2f} |"
         )
     lines += [
         "",
-        "## Alignments",
+        f"{h2} Alignments",
         "",
         "Cross-attention weights of each model on the same sample sentences, as in Figure 3 of "
         "Bahdanau et al. (2014): source pieces on x, generated pieces on y, white = weight 1. "
         "RNNSearch shows its single additive attention; the Transformer shows the last decoder "
-        "layer's cross-attention averaged over heads.",
+        "layer's cross-attention averaged over heads."
+        + (f" {', '.join(peers)} has no attention: its translations only." if peers else ""),
         "",
     ]
     for number in range(1, len(report.sample_indices) + 1):
         first = base.samples[number - 1]
         lines += [
-            f"### Sample {number}: {first.key}",
+            f"{h3} Sample {number}: {first.key}",
             "",
             f"- source: {_cell(first.source)}",
             f"- reference: {_cell(first.reference)}",
@@ -703,17 +923,20 @@ def render_markdown(report: ComparisonReport) -> str:
             "",
         ]
         lines += [
-            f"![{m.label} alignment, sample {number}]({m.samples[number - 1].plot})"
+            f"![{m.label} alignment, sample {number}]({prefix}{m.samples[number - 1].plot})"
             for m in report.models
             if m.samples[number - 1].plot
         ]
         lines.append("")
     lines += [
-        "## Files",
+        f"{h2} Files",
         "",
-        f"- `{report.files.get('json', REPORT_JSON)}`: every number above, plus attention "
-        "weights of the samples",
-        *(f"- `{m.hypotheses_file}`: {m.label} translations, one per line" for m in report.models),
+        f"- `{prefix}{report.files.get('json', REPORT_JSON)}`: every number above, plus "
+        "attention weights of the samples",
+        *(
+            f"- `{prefix}{m.hypotheses_file}`: {m.label} translations, one per line"
+            for m in report.models
+        ),
         "",
     ]
     return "\n".join(lines)
@@ -728,11 +951,15 @@ __all__ = [
     "PairedComparison",
     "Speed",
     "choose_samples",
+    "SplitsReport",
     "compare_models",
+    "compare_splits",
     "model_labels",
     "paired_bootstrap",
     "parse_model_spec",
     "render_markdown",
+    "render_splits_markdown",
     "report_to_dict",
+    "splits_to_dict",
     "write_report",
 ]

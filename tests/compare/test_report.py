@@ -4,9 +4,10 @@ import struct
 
 import pytest
 
-from service.compare import choose_samples, compare_models, paired_bootstrap
+from service.compare import choose_samples, compare_models, compare_splits, paired_bootstrap
 from service.compare.plots import plot_alignment
 from service.compare.report import model_labels, parse_model_spec
+from service.training import apertium
 from service.training.evaluate import score
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -234,3 +235,133 @@ def test_unknown_models_fail_before_any_translation(tmp_path, store, pairs, opti
     with pytest.raises(ModelNotFound):
         compare_models(store, ["transformer", "nosuchmodel"], pairs, options, tmp_path)
     assert not (tmp_path / "report.md").exists()
+
+
+# Apertium beside the models, other directions, several splits.
+
+needs_apertium = pytest.mark.skipif(
+    not apertium.available("es", "en") or not apertium.available("en", "es"),
+    reason="Apertium is not installed (`make test` installs apertium apertium-eng-spa)",
+)
+
+
+@needs_apertium
+def test_apertium_is_scored_on_the_same_lines_as_the_models(tmp_path, store, pairs, options):
+    chosen = pairs[:10]
+    report = compare_models(
+        store,
+        ["transformer@1"],
+        chosen,
+        options,
+        tmp_path,
+        samples=2,
+        progress=False,
+        n_bootstrap=100,
+        apertium=True,
+    )
+    assert [m.label for m in report.models] == ["transformer", "apertium"]
+    peer = report.model("apertium")
+    expected = apertium.translate_lines([p.source for p in chosen]).translations
+    assert peer.hypotheses == expected and peer.peer
+    direct = score(expected, [p.target for p in chosen], [p.source for p in chosen])
+    assert peer.bleu.score == pytest.approx(direct["bleu"], abs=0.005)
+    assert peer.chrf.score == pytest.approx(direct["chrf"], abs=0.005)
+    assert peer.buckets == direct["buckets"] and peer.empty == direct["empty"]
+    assert peer.model_id == "apertium spa-eng" and peer.version is None
+    assert 0 < peer.bleu.p_value <= 1  # tested against the baseline like any system
+    assert [s.hypothesis for s in peer.samples] == [expected[i] for i in report.sample_indices]
+    assert all(s.plot is None for s in peer.samples)
+    assert not list(tmp_path.glob("alignment_apertium*"))  # heatmaps only for our models
+    lines = (tmp_path / "hypotheses_apertium.txt").read_text(encoding="utf-8").splitlines()
+    assert lines == expected
+    data = json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))
+    assert data["models"]["apertium"]["peer"] is True
+    assert data["models"]["apertium"]["speed"]["target_tokens"] is None
+    assert data["environment"]["apertium"].startswith("Apertium")
+    markdown = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert re.search(rf"^\| apertium \| {peer.bleu.score:.2f} \| \[", markdown, re.M)
+    assert "apertium vs transformer: ΔBLEU" in markdown
+    for image in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown):
+        assert (tmp_path / image).is_file(), image
+
+
+@pytest.fixture(scope="module")
+def both_directions(tmp_path_factory, spm_path):
+    """A store with an es-en and an en-es model (tiny, random)."""
+    import sentencepiece
+
+    from service.store import ModelStore
+
+    from .conftest import tiny_model
+
+    vocab = sentencepiece.SentencePieceProcessor(model_file=str(spm_path)).get_piece_size()
+    store = ModelStore(tmp_path_factory.mktemp("directions") / "model_store")
+    store.save(tiny_model("transformer", vocab, seed=3), spm_path, model_id="en-es/transformer")
+    store.save(tiny_model("rnnsearch", vocab, seed=4), spm_path, model_id="es-en/rnnsearch")
+    return store
+
+
+def test_an_en_es_model_translates_the_english_side(tmp_path, both_directions, pairs, options):
+    report = compare_models(
+        both_directions,
+        ["en-es/transformer"],
+        pairs[:6],
+        options,
+        tmp_path,
+        samples=1,
+        progress=False,
+        n_bootstrap=50,
+        apertium=apertium.available("en", "es"),
+    )
+    assert report.direction == "en-es"
+    sample = report.baseline.samples[0]
+    assert sample.source == pairs[sample.index].target  # English in
+    assert sample.reference == pairs[sample.index].source  # scored against the Spanish
+    if apertium.available("en", "es"):
+        assert report.model("apertium").model_id == "apertium eng-spa"
+        expected = apertium.translate_lines([p.target for p in pairs[:6]], "en", "es")
+        assert report.model("apertium").hypotheses == expected.translations
+    assert "en→es" in (tmp_path / "report.md").read_text(encoding="utf-8")
+
+
+def test_models_of_two_directions_are_refused(tmp_path, both_directions, pairs, options):
+    with pytest.raises(ValueError, match="one direction"):
+        compare_models(
+            both_directions, ["en-es/transformer", "es-en/rnnsearch"], pairs, options, tmp_path
+        )
+
+
+def test_several_splits_make_one_report(tmp_path, store, pairs, options):
+    splits = {"bible": pairs[:8], "ui": pairs[8:14]}
+    result = compare_splits(
+        store,
+        ["transformer@1", "rnnsearch"],
+        splits,
+        options,
+        tmp_path,
+        samples=1,
+        progress=False,
+        n_bootstrap=100,
+    )
+    assert [r.split for r in result.reports] == ["bible", "ui"]
+    assert [r.sentences for r in result.reports] == [8, 6]
+    for name in splits:
+        assert (tmp_path / name / "report.json").is_file()
+        assert png_size(tmp_path / name / "alignment_rnnsearch_1.png")[0] > 50
+    markdown = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert markdown.startswith("# Model comparison: transformer vs rnnsearch on bible, ui")
+    assert "## Split bible: transformer vs rnnsearch" in markdown and "## Split ui:" in markdown
+    assert "### Quality" in markdown and "#### Sample 1:" in markdown
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
+    assert "bible/bleu_by_length.png" in images and "ui/scores.png" in images
+    for image in images:
+        assert (tmp_path / image).is_file(), image
+    ui = result.reports[1].model("rnnsearch")
+    row = re.search(r"^\| rnnsearch \| (.+) \|$", markdown, re.M).group(1).split(" | ")
+    assert row[2] == f"{ui.bleu.score:.2f} [{ui.bleu.low:.2f}, {ui.bleu.high:.2f}]"
+    data = json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))
+    assert data["splits"] == ["bible", "ui"] and data["systems"] == ["transformer", "rnnsearch"]
+    assert data["summary"]["rnnsearch"]["ui"]["bleu"]["score"] == round(ui.bleu.score, 2)
+    assert data["reports"]["ui"]["sentences"] == 6
+    with pytest.raises(ValueError, match="split"):
+        compare_splits(store, ["transformer@1"], {"ui": []}, options, tmp_path / "x")

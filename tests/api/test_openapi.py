@@ -124,7 +124,10 @@ def served_app():
     thread.join(10)
 
 
-def schemathesis_run(url: str, *extra: str, timeout_s: float = 600) -> subprocess.CompletedProcess:
+def schemathesis_run(
+    url: str, workdir: Path, *extra: str, timeout_s: float = 600
+) -> subprocess.CompletedProcess:
+    """`schemathesis run <url>/openapi.json --checks all`, its cache kept in `workdir`."""
     binary = shutil.which("schemathesis", path=str(Path(sys.executable).parent))
     assert binary, "schemathesis is not installed (pip install -e '.[test]')"
     return subprocess.run(
@@ -132,9 +135,71 @@ def schemathesis_run(url: str, *extra: str, timeout_s: float = 600) -> subproces
         capture_output=True,
         text=True,
         timeout=timeout_s,
+        cwd=workdir,
     )
 
 
-def test_schemathesis_finds_nothing_against_the_app(served_app):
-    result = schemathesis_run(served_app, "--max-examples", "10", "--seed", "1")
+def test_schemathesis_finds_nothing_against_the_app(served_app, tmp_path):
+    result = schemathesis_run(served_app, tmp_path, "--max-examples", "10", "--seed", "1")
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+
+
+@pytest.fixture(scope="module")
+def live_service(tiny_lm_store):
+    """The whole service on a local Ray with the tiny models (the language model included),
+    its limits small enough that every schema-valid request is answered in seconds."""
+    import ray
+    from ray import serve
+
+    from service.serving.launch import start
+
+    config = {
+        "http_options": {"host": "127.0.0.1", "port": free_port()},
+        "applications": [
+            {
+                "name": "openapi",
+                "route_prefix": "/",
+                "args": {
+                    "store": str(tiny_lm_store),
+                    "api": {
+                        "max_text_chars": 40,
+                        "max_items": 2,
+                        "max_beam_size": 2,
+                        "max_length_limit": 8,
+                        "default_beam_size": 1,
+                        "default_max_length": 8,
+                    },
+                    "generation": {
+                        "id": "es-en/lm",
+                        "max_prompt_chars": 40,
+                        "max_new_tokens_limit": 8,
+                        "default_max_new_tokens": 8,
+                    },
+                },
+                "deployments": [
+                    {"name": "Ingress", "ray_actor_options": {"num_cpus": 0.1}},
+                    {"name": "es-en-transformer", "ray_actor_options": {"num_cpus": 0.2}},
+                    {"name": "es-en-rnnsearch", "ray_actor_options": {"num_cpus": 0.2}},
+                    {"name": "es-en-lm", "ray_actor_options": {"num_cpus": 0.2}},
+                ],
+            }
+        ],
+    }
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="serve")
+    try:
+        yield start(config, host="127.0.0.1")
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_schemathesis_finds_nothing_against_the_live_service(live_service, tmp_path):
+    """`schemathesis run <live service>/openapi.json --checks all`: 0 failures."""
+    ready = httpx.get(f"{live_service}/readyz", timeout=60)
+    assert ready.status_code == 200, ready.text
+    result = schemathesis_run(
+        live_service, tmp_path, "--max-examples", "10", "--seed", "1", "--request-timeout", "60"
+    )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]

@@ -17,9 +17,10 @@ def compare_command(
         str,
         typer.Option(
             help="Comma-separated model ids or names, each optionally '@<version>' "
-            "(e.g. 'transformer@1'); the first is the baseline of the significance tests."
+            "(e.g. 'es-en/transformer@1'); the first is the baseline of the significance "
+            "tests. All must translate one way: compare en-es models in a run of their own."
         ),
-    ] = "transformer,rnnsearch",
+    ] = "es-en/transformer,es-en/rnnsearch",
     version: Annotated[
         int | None, typer.Option(help="Version for models given without '@'; default newest.")
     ] = None,

@@ -10,17 +10,17 @@ import sentencepiece
 import torch
 
 from service.decoding.translator import Translator
+from service.text.corpus import DEFAULT_DATA_DIR
 from service.text.marian_vocab import MarianVocabTokenizer
 from service.text.protocol import TextTokenizer
-from service.text.tokenizer import Tokenizer, train_tokenizer
+from service.text.tokenizer import Tokenizer
 
 TEXTS = ["el gato negro duerme en la casa", "the dog eats bread", "la casa es grande"]
-CORPUS = [*TEXTS, "the black cat sleeps in the house", "the house is big and white"] * 20
 
 
 @pytest.fixture(scope="module")
-def spm_model(tmp_path_factory):
-    return train_tokenizer(CORPUS, tmp_path_factory.mktemp("spm") / "tiny", vocab_size=32)
+def spm_model():
+    return DEFAULT_DATA_DIR / "spm.model"  # the shipped joint vocabulary
 
 
 def opus_vocab(spm_model) -> dict[str, int]:

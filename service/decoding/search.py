@@ -11,6 +11,7 @@ counted, and a sentence is done when no running beam can beat its worst finished
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -73,9 +74,18 @@ def _source_lengths(model: Seq2SeqDecoder, src: Tensor) -> list[int]:
     return (src != model.config.pad_id).sum(1).tolist()
 
 
-def _log_probs(model: Seq2SeqDecoder, logits: Tensor, step: int, options: DecodeOptions) -> Tensor:
+def _log_probs(
+    model: Seq2SeqDecoder,
+    logits: Tensor,
+    step: int,
+    options: DecodeOptions,
+    wordless: Tensor | None = None,
+    silent: Tensor | None = None,
+) -> Tensor:
     """Next-token log-probabilities (B, V) with padding, and EOS before `min_length`, at -inf.
 
+    In the rows still `wordless` (B,), with only `silent` tokens so far, EOS is masked too,
+    and at the last step the silent tokens as well: the one token left must write something.
     Masked after normalising, as Hugging Face's logits processors do in beam search, so the
     scores of the tokens left are their unrenormalised log-probabilities in both.
     """
@@ -83,22 +93,52 @@ def _log_probs(model: Seq2SeqDecoder, logits: Tensor, step: int, options: Decode
     log_probs[:, model.config.pad_id] = float("-inf")  # padding is never a word
     if step < options.min_length:
         log_probs[:, model.config.eos_id] = float("-inf")
+    if wordless is not None and silent is not None and bool(wordless.any()):
+        rows = wordless.nonzero().squeeze(1)
+        log_probs[rows, model.config.eos_id] = float("-inf")
+        if step == options.max_length - 1:
+            log_probs[rows[:, None], silent[None, :]] = float("-inf")
     return log_probs
 
 
+def _silent_tokens(
+    silent_ids: Sequence[int], options: DecodeOptions, device: torch.device
+) -> Tensor | None:
+    """The ids of tokens that write no text, when the search has to care about them.
+
+    A hypothesis of such tokens alone (SentencePiece's bare "▁") detokenizes to "": while a
+    row has generated nothing else, EOS stays masked, and at `max_length` the last token may
+    not be silent either, so `min_length` >= 1 means visible text and not just a token. None
+    when there is nothing to track.
+    """
+    if options.min_length < 1 or not silent_ids:
+        return None
+    return torch.tensor(sorted(set(silent_ids)), dtype=torch.long, device=device)
+
+
 @torch.inference_mode()
-def generate(model: Seq2SeqDecoder, src: Tensor, options: DecodeOptions) -> list[list[Hypothesis]]:
-    """Decode a padded batch (B, S); return `n_best` hypotheses per row, best first."""
+def generate(
+    model: Seq2SeqDecoder,
+    src: Tensor,
+    options: DecodeOptions,
+    silent_ids: Sequence[int] = (),
+) -> list[list[Hypothesis]]:
+    """Decode a padded batch (B, S); return `n_best` hypotheses per row, best first.
+
+    silent_ids: tokens that write no text on their own (the `Translator` passes its
+    tokenizer's); no hypothesis ends before it has a token outside them (`_silent_tokens`).
+    Without them the search is exactly Hugging Face's with `min_new_tokens=min_length`.
+    """
     if options.beam_size > 1:
-        return beam_search(model, src, options)
+        return beam_search(model, src, options, silent_ids)
     if options.sampling and options.n_best > 1:
         repeated = src.repeat_interleave(options.n_best, 0)
-        flat = sample_or_greedy(model, repeated, options)
+        flat = sample_or_greedy(model, repeated, options, silent_ids)
         return [
             sorted(flat[i : i + options.n_best], key=lambda h: -h.score)
             for i in range(0, len(flat), options.n_best)
         ]
-    return [[h] for h in sample_or_greedy(model, src, options)]
+    return [[h] for h in sample_or_greedy(model, src, options, silent_ids)]
 
 
 def sample_next(
@@ -123,7 +163,7 @@ def sample_next(
 
 
 def sample_or_greedy(
-    model: Seq2SeqDecoder, src: Tensor, options: DecodeOptions
+    model: Seq2SeqDecoder, src: Tensor, options: DecodeOptions, silent_ids: Sequence[int] = ()
 ) -> list[Hypothesis]:
     """Greedy (argmax) or ancestral sampling, one hypothesis per row."""
     config = model.config
@@ -142,10 +182,12 @@ def sample_or_greedy(
     out_attn: list[list[Tensor]] = [[] for _ in range(batch)]
     scores = [0.0] * batch
     finished = [False] * batch
+    silent = _silent_tokens(silent_ids, options, src.device)
+    wordless = None if silent is None else torch.ones(batch, dtype=torch.bool, device=src.device)
 
     for step in range(options.max_length):
         logits, attention = model.step(tokens, state)
-        log_probs = _log_probs(model, logits, step, options)
+        log_probs = _log_probs(model, logits, step, options, wordless, silent)
         if options.sampling:
             tokens = sample_next(
                 log_probs, options.temperature, options.top_k, options.top_p, generator
@@ -153,6 +195,8 @@ def sample_or_greedy(
         else:
             tokens = log_probs.argmax(-1)
         token_scores = log_probs.gather(1, tokens[:, None]).squeeze(1)
+        if wordless is not None:
+            wordless = wordless & torch.isin(tokens, silent)
         live = []
         for slot, (row, token, score) in enumerate(
             zip(rows.tolist(), tokens.tolist(), token_scores.tolist(), strict=True)
@@ -171,6 +215,8 @@ def sample_or_greedy(
             keep = torch.tensor(live, device=src.device)
             state = model.reorder_state(state, keep)
             rows, tokens = rows[keep], tokens[keep]
+            if wordless is not None:
+                wordless = wordless[keep]
 
     return [
         Hypothesis(
@@ -207,7 +253,7 @@ class _Finished:
 
 
 def beam_search(
-    model: Seq2SeqDecoder, src: Tensor, options: DecodeOptions
+    model: Seq2SeqDecoder, src: Tensor, options: DecodeOptions, silent_ids: Sequence[int] = ()
 ) -> list[list[Hypothesis]]:
     config = model.config
     batch, k = src.shape[0], options.beam_size
@@ -226,6 +272,8 @@ def beam_search(
     attn_history: Tensor | None = None
     tokens = torch.full((batch,), config.decoder_start_id, dtype=torch.long, device=device)
     finished = [_Finished(k) for _ in range(batch)]
+    silent = _silent_tokens(silent_ids, options, device)
+    wordless = None if silent is None else torch.ones(batch, dtype=torch.bool, device=device)
 
     for step in range(options.max_length):
         length = step + 1  # generated tokens including the one chosen now
@@ -237,7 +285,7 @@ def beam_search(
                 attention if attn_history is None else torch.cat([attn_history, attention], 1)
             )  # (rows, t, S)
         scores, beams, words = _top_candidates(
-            _log_probs(model, logits, step, options), beam_scores, 2 * k
+            _log_probs(model, logits, step, options, wordless, silent), beam_scores, 2 * k
         )  # (N, 2K) each, best first
         n_live = len(live)
         rows = beams + torch.arange(n_live, device=device)[:, None] * width
@@ -288,6 +336,8 @@ def beam_search(
         index, tokens = rows.flatten(), words.flatten()
         state = model.reorder_state(state, index)
         history = torch.cat([history.index_select(0, index), tokens[:, None]], 1)
+        if wordless is not None:
+            wordless = wordless[index] & torch.isin(tokens, silent)
         if attn_history is not None:
             attn_history = attn_history.index_select(0, index)
         beam_scores = scores

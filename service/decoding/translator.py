@@ -71,6 +71,16 @@ class Translator:
         self.tokenizer = tokenizer
         self.max_batch_tokens = max_batch_tokens
         self.max_source_tokens = max_source_tokens
+        self._silent_ids: tuple[int, ...] | None = None
+
+    @property
+    def silent_ids(self) -> tuple[int, ...]:
+        """Target ids that write no text on their own (SentencePiece's bare "▁", BOS): the
+        search does not end a translation made of these alone, so a non-empty input never
+        comes back as ""."""
+        if self._silent_ids is None:
+            self._silent_ids = silent_token_ids(self.tokenizer, self.model.config.vocab_size)
+        return self._silent_ids
 
     @property
     def device(self) -> torch.device:
@@ -95,7 +105,7 @@ class Translator:
             [len(s) * rows_per_input for s in sources], self.max_batch_tokens
         ):
             batch = pad_batch([sources[i] for i in indices], self.tokenizer.pad_id, self.device)
-            hypotheses = generate(self.model, batch, options)
+            hypotheses = generate(self.model, batch, options, self.silent_ids)
             for index, nbest in zip(indices, hypotheses, strict=True):
                 results[index] = Translation(
                     [self._candidate(sources[index], h, options) for h in nbest],
@@ -132,3 +142,19 @@ class Translator:
         eos = self.tokenizer.eos_id
         body = [i for i in ids if i != eos]
         return self.tokenizer.pieces(body) + ["</s>"] * (len(ids) - len(body))
+
+
+def silent_token_ids(tokenizer: TextTokenizer, vocab_size: int) -> tuple[int, ...]:
+    """The ids below `vocab_size` that decode to whitespace or nothing, padding and EOS aside
+    (padding is never generated, EOS ends the text); ids the tokenizer lacks are not counted."""
+    silent = []
+    for token in range(vocab_size):
+        if token in (tokenizer.pad_id, tokenizer.eos_id):
+            continue
+        try:
+            text = tokenizer.decode([token])
+        except (IndexError, KeyError, ValueError):
+            continue
+        if not text.strip():
+            silent.append(token)
+    return tuple(silent)

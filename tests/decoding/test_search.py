@@ -367,3 +367,58 @@ def test_min_length_is_bounded_by_max_length():
         DecodeOptions(max_length=4, min_length=5)
     with pytest.raises(ValueError, match="min_length"):
         DecodeOptions(min_length=-1)
+
+
+# A token that writes no text on its own (SentencePiece's bare "▁"): B here. A hypothesis of
+# silent tokens alone would detokenize to "", so EOS stays masked until another token comes.
+SILENT_FIRST = {
+    (): {EOS: 0.5, B: 0.4, A: 0.1},
+    (B,): {EOS: 0.9, A: 0.05, B: 0.05},
+    (B, B): {EOS: 0.9, A: 0.05, B: 0.05},
+}
+
+
+def test_greedy_does_not_end_on_silent_tokens_alone():
+    src = torch.tensor([[5, EOS]])
+    plain = generate(ScriptedDecoder(SILENT_FIRST), src, DecodeOptions())[0][0]
+    assert plain.tokens == [B]  # one token, but no text
+    guarded = generate(ScriptedDecoder(SILENT_FIRST), src, DecodeOptions(), silent_ids=[B])[0][0]
+    assert guarded.tokens == [B, A]  # "a" (.05) wins the tie with "b" by its lower id
+    assert guarded.score == pytest.approx(math.log(0.4) + math.log(0.05) + math.log(0.8))
+
+
+def test_beam_search_does_not_end_on_silent_tokens_alone():
+    # Step 1: "b" (.4) and "a" (.1). Step 2: "a eos" (.08) finishes; "b eos" (.36) may not, so
+    # "b a" and "b b" (.02 each) run on. Step 3: "b a eos" (.016) fills the beam.
+    result = generate(
+        ScriptedDecoder(SILENT_FIRST),
+        torch.tensor([[5, EOS]]),
+        DecodeOptions(beam_size=2, n_best=2, max_length=10),
+        silent_ids=[B],
+    )[0]
+    assert [h.tokens for h in result] == [[A], [B, A]]
+    assert [h.score for h in result] == pytest.approx([math.log(0.08) / 2, math.log(0.016) / 3])
+
+
+@pytest.mark.parametrize("options", EVERY_SEARCH, ids=SEARCH_IDS)
+def test_no_search_returns_silent_tokens_alone(options):
+    src = torch.tensor([[5, EOS], [6, EOS], [5, EOS]])
+    result = generate(ScriptedDecoder(SILENT_FIRST), src, options, silent_ids=[B])
+    for nbest in result:
+        assert all(any(t != B for t in h.tokens) for h in nbest)
+    plain = generate(ScriptedDecoder(SILENT_FIRST), src, options)
+    assert any(h.tokens and set(h.tokens) == {B} for n in plain for h in n), "lost its edge"
+    unbounded = dataclasses.replace(options, min_length=0)
+    allowed = generate(ScriptedDecoder(SILENT_FIRST), src, unbounded, silent_ids=[B])
+    assert any(h.tokens == [] for n in allowed for h in n)  # min_length=0 allows nothing at all
+
+
+def test_the_last_step_writes_a_word_when_only_silent_tokens_came_before():
+    loop = {prefix: {EOS: 0.5, B: 0.45, A: 0.05} for prefix in [(), (B,), (B, B)]}
+    src = torch.tensor([[5, EOS]])
+    greedy = generate(ScriptedDecoder(loop), src, DecodeOptions(max_length=3), silent_ids=[B])
+    assert greedy[0][0].tokens == [B, B, A] and not greedy[0][0].finished  # cut, with a word
+    options = DecodeOptions(beam_size=2, n_best=2, max_length=3)
+    for hypothesis in generate(ScriptedDecoder(loop), src, options, silent_ids=[B])[0]:
+        assert A in hypothesis.tokens
+    assert generate(ScriptedDecoder(loop), src, DecodeOptions(max_length=3))[0][0].tokens == [B]

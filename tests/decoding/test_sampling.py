@@ -33,7 +33,7 @@ def test_draws_follow_the_distribution_and_never_pick_an_impossible_token():
 
 def test_top_k_top_p_and_temperature_filter_as_sample_next_does():
     log_probs = PROBS.log()[None].expand(4, -1)
-    settings = [(1.0, 2, 1.0, 1), (1.0, 0, 0.6, 2), (0.05, 0, 1.0, 3), (0.0, 0, 1.0, None)]
+    settings = [(1.0, 2, 1.0, 1), (1.0, 0, 0.6, 2), (0.05, 0, 1.0, 3), (0.0, 0, 1.0, 0)]
     tokens = draw(rows(*settings), log_probs, 2000)
     assert set(tokens[:, 0].tolist()) == {0, 1}  # top-k 2
     assert set(tokens[:, 1].tolist()) == {0, 1}  # 0.5 + 0.3 reach top-p 0.6
@@ -46,7 +46,7 @@ def test_a_rows_tokens_do_not_depend_on_the_other_rows():
     log_probs = torch.randn(3, 50).log_softmax(-1)
     alone = draw(rows((0.9, 0, 1.0, 7)), log_probs[1:2], 200)[:, 0]
     # Neighbours that filter make the batch sort; the unfiltered row must not notice.
-    batched = draw(rows((1.0, 5, 0.9, 1), (0.9, 0, 1.0, 7), (0.0, 0, 1.0, None)), log_probs, 200)
+    batched = draw(rows((1.0, 5, 0.9, 1), (0.9, 0, 1.0, 7), (0.0, 0, 1.0, 0)), log_probs, 200)
     assert torch.equal(alone, batched[:, 1])
     again = draw(rows((0.9, 0, 1.0, 8)), log_probs[1:2], 200)[:, 0]
     assert not torch.equal(alone, again)

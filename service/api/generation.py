@@ -43,6 +43,7 @@ from service.api.backends import Backends, GenerationBackend
 from service.api.errors import ApiError, api_error, request_id_of
 from service.api.schemas import (
     BODY_ERRORS,
+    MAX_JSON_INT,
     MODEL_NAME,
     as_list,
     errors,
@@ -63,10 +64,7 @@ from service.contracts import (
 )
 from service.decoding.generation import SamplingParams
 
-# The largest integer a JSON number holds exactly in most clients (JavaScript's
-# Number.MAX_SAFE_INTEGER) and in the OpenAPI document, whose bounds are doubles: a larger
-# bound would be rounded there and the schema would promise seeds the server refuses.
-MAX_SEED = 2**53 - 1
+MAX_SEED = MAX_JSON_INT
 
 
 class GenerateRequest(BaseModel):
@@ -97,7 +95,9 @@ class GenerateRequest(BaseModel):
     )
     max_new_tokens: json_int(ge=1) = Field(64, description="Most tokens to generate.")
     temperature: float = Field(1.0, ge=0, le=2, description="0 is greedy decoding.")
-    top_k: json_int(ge=0) = Field(0, description="Sample from the k likeliest tokens; 0: all.")
+    top_k: json_int(0, MAX_JSON_INT) = Field(
+        0, description="Sample from the k likeliest tokens; 0: all."
+    )
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling: smallest set of mass p.")
     seed: json_int(0, MAX_SEED) | None = Field(
         None, description="Makes sampling repeatable; omitted means random."
@@ -163,7 +163,9 @@ class CompletionRequest(BaseModel):
     )
     temperature: float | None = Field(None, ge=0, le=2, description="Default 1; 0 is greedy.")
     top_p: float | None = Field(None, gt=0, le=1, description="Default 1.")
-    top_k: json_int(ge=0) | None = Field(None, description="Extension: 0 or omitted means all.")
+    top_k: json_int(0, MAX_JSON_INT) | None = Field(
+        None, description="Extension: 0 or omitted means all."
+    )
     n: Annotated[json_int() | None, only({"const": 1})] = Field(None, description="Only 1.")
     stream: bool | None = False
     stream_options: StreamOptions | None = None

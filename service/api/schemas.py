@@ -8,8 +8,8 @@ such as `beam` for `beam_size` is a 422 rather than a silently ignored option).
 
 Every limit the server enforces is in the JSON Schema too, so the OpenAPI document at
 /openapi.json accepts exactly what the server accepts (Schemathesis holds it to that): a text
-must hold a non-space character (`pattern: \\S`, the same test as the validator's), and rules
-between fields are stated as schema combinators where JSON Schema can say them.
+must hold a character that is not white space (`pattern: NOT_BLANK`, the validator's own test),
+and rules between fields are stated as schema combinators where JSON Schema can say them.
 """
 
 from __future__ import annotations
@@ -37,9 +37,16 @@ LANGUAGE_CODE = r"^[a-z]{2,3}$"
 # else is refused here and never reaches the catalog, let alone a file path.
 MODEL_NAME = r"^(?:[a-z]{2,3}-[a-z]{2,3}/)?[a-z0-9_]{1,32}$"
 REQUEST_ID = r"^[A-Za-z0-9._:-]{1,128}$"
-# Python's `\S`, as the validator below tests and as Schemathesis generates: not str.isspace().
-NOT_BLANK = r"\S"
+# A text is blank when it holds only white space as Python (str.isspace) or JSON Schema's
+# ECMA-262 regular expressions (`\s`) see it; the two disagree (\x1c-\x1f and \x85 are space
+# to Python only, \ufeff to ECMA-262 only), so the class is spelled out, and the schema's
+# `pattern` and the validator use this one string: every regex engine reads it alike.
+NOT_BLANK = r"[^\t\n\v\f\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]"
 _NOT_BLANK = re.compile(NOT_BLANK)
+# The largest integer a JSON number holds exactly in most clients (JavaScript's
+# Number.MAX_SAFE_INTEGER) and in the OpenAPI document, whose bounds are doubles: a larger
+# bound would be rounded there, and the schema would promise what the server refuses.
+MAX_JSON_INT = 2**53 - 1
 
 LanguageCode = Annotated[str, StringConstraints(pattern=LANGUAGE_CODE)]
 ModelName = Annotated[str, StringConstraints(pattern=MODEL_NAME)]

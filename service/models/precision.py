@@ -26,6 +26,9 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
+from service.models.attention import MultiHeadAttention
+from service.models.packed import Linear
+
 DTYPES = ("float32", "bfloat16", "int8")
 # The fastest dtype within 0.3 BLEU of float32 on the shipped model (docs/benchmarks.md).
 DEFAULT_CPU_DTYPE = "int8"
@@ -51,11 +54,13 @@ def prepare_for_inference(model: nn.Module, dtype: str | None = None) -> nn.Modu
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     model.eval()
     if dtype == "bfloat16":
+        fuse_self_attention(model)
         return model.to(torch.bfloat16)
     if dtype == "int8":
         if device.type != "cpu":
             raise ValueError(f"int8 inference runs on CPU only, the model is on {device}")
         model.float()
+        fuse_self_attention(model)
         quantize_linears(model)
         output = _tied_output_projection(model)
         if output is not None:
@@ -84,6 +89,29 @@ def _tied_output_projection(model: nn.Module) -> tuple[Tensor, Tensor | None] | 
     if hasattr(model, "embed_tokens") and hasattr(model, "output_packed"):  # LanguageModel
         return model.embed_tokens.weight, None
     return None
+
+
+def fuse_self_attention(model: nn.Module) -> int:
+    """Give every self-attention block one C -> 3C projection for q, k and v; returns how many.
+
+    One call instead of three per layer and step (and in int8 one activation quantization):
+    the small decode-step projections cost mostly their fixed overhead. Not for float32, which
+    keeps its results bit for bit: a wider GEMM may round differently. In int8 the integer
+    sums are those of three layers (same per-channel weight scales, same activation scale,
+    exact int32 accumulation); only the float rounding after them may differ.
+    """
+    fused = 0
+    for name, module in model.named_modules():
+        if isinstance(module, MultiHeadAttention) and name.rsplit(".", 1)[-1] == "self_attn":
+            parts = (module.q_proj, module.k_proj, module.v_proj)
+            layer = Linear(parts[0].in_features, sum(p.out_features for p in parts))
+            layer.to(device=parts[0].weight.device, dtype=parts[0].weight.dtype)
+            with torch.no_grad():
+                layer.weight.copy_(torch.cat([p.weight for p in parts]))
+                layer.bias.copy_(torch.cat([p.bias for p in parts]))
+            module.qkv_proj = layer.eval()
+            fused += 1
+    return fused
 
 
 def quantize_linears(model: nn.Module) -> int:

@@ -87,7 +87,10 @@ def test_int8_quantizes_every_linear_layer_and_the_output_projection(arch):
     if arch == "transformer":  # the output layer is the tied embedding, not a module
         assert isinstance(model.output_layer, Int8Linear)
         assert model.output_layer.out_features == VOCAB
-        assert len(quantized) == linears + 1
+        fused = [layer.self_attn.qkv_proj for layer in model.decoder.layers]
+        fused += [layer.self_attn.qkv_proj for layer in model.encoder.layers]
+        assert all(isinstance(f, Int8Linear) for f in fused)
+        assert len(quantized) == linears + len(fused) + 1
     else:
         assert model.out_vocab in quantized  # RNNSearch's output layer
         assert len(quantized) == linears
@@ -126,6 +129,26 @@ def test_reduced_precision_agrees_with_float32_on_most_tokens(arch, dtype):
     expected = teacher_forced_argmax(reference, src, prefix)
     agreement = (teacher_forced_argmax(reduced, src, prefix) == expected).float().mean()
     assert agreement >= 0.9, f"{dtype} chose float32's token at {agreement:.0%} of positions"
+
+
+def test_fused_self_attention_projections_change_no_int8_result():
+    model = prepare_for_inference(tiny_model("transformer"), "int8")
+    unfused = copy.deepcopy(model)
+    for module in unfused.modules():
+        if hasattr(module, "qkv_proj"):
+            module.qkv_proj = None
+    src = sources()
+    assert tokens(model, src, 3) == tokens(unfused, src, 3)
+    with torch.inference_mode():
+        encoded = model.encode(src)
+        # the same int32 sums (same scales, exact accumulation); float rounding after them
+        # may differ in the last bit
+        torch.testing.assert_close(encoded.memory, unfused.encode(src).memory)
+
+
+def test_float32_keeps_separate_projections():
+    model = prepare_for_inference(tiny_model("transformer"), "float32")
+    assert all(layer.self_attn.qkv_proj is None for layer in model.decoder.layers)
 
 
 def test_int8_linear_is_close_to_float_linear():

@@ -27,7 +27,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.schemas import TEXT_UNION_TAGS
+from service.api.schemas import REQUEST_ID, TEXT_UNION_TAGS
 from service.contracts import (
     DecodeFailed,
     ModelUnavailable,
@@ -40,7 +40,7 @@ from service.contracts import (
 logger = logging.getLogger("service.api")
 
 REQUEST_ID_HEADER = "x-request-id"
-_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_VALID_REQUEST_ID = re.compile(REQUEST_ID)
 _STATUS_TYPES = {
     400: "bad_request",
     404: "not_found",

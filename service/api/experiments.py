@@ -42,8 +42,6 @@ logger = logging.getLogger("service.api")
 DEFAULT_FEEDBACK_CAPACITY = 50_000
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 HEADER_NAME = r"^[A-Za-z0-9-]{1,64}$"
-# A model as in a translate request, optionally pinned to a version: `transformer@2`.
-MODEL_AT_VERSION = MODEL_NAME.removesuffix("$") + r"(?:@[1-9][0-9]{0,8})?$"
 MAX_USER_ID_CHARS = 256  # longer header values are hashed as their first 256 characters
 
 
@@ -250,10 +248,8 @@ class ABTesting:
         experiment = self.router.by_route.get(route)
         if experiment is not None and model is None and version is None:
             candidate = experiment.assign(headers.get(experiment.header, "").strip())
-            if source in (None, candidate.model.source) and target in (
-                None,
-                candidate.model.target,
-            ):
+            pair = (candidate.model.source, candidate.model.target)
+            if source in (None, pair[0]) and target in (None, pair[1]):
                 return candidate.model, candidate
         served = self.catalog.resolve(
             model, version, source, target, source_field=source_field, target_field=target_field

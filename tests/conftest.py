@@ -45,7 +45,9 @@ def build_tiny_store(work: Path) -> Path:
         spm_path = SHIPPED_TOKENIZER
     else:
         vocab = 200 if TRAIN_DATA.exists() else 48
-        spm_path = train_tokenizer(_tokenizer_lines(), work / "spm.model", vocab_size=vocab)
+        spm_path = train_tokenizer(
+            _tokenizer_lines(), work / "spm.model", vocab_size=vocab, byte_fallback=False
+        )
     vocab_size = Tokenizer.load(spm_path).vocab_size
     store = ModelStore(work / "model_store")
     for seed, arch in enumerate(("transformer", "rnnsearch")):

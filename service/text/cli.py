@@ -33,15 +33,28 @@ def prepare_command(
     out: Annotated[
         Path, typer.Option("--out", help="Directory for the splits and their README.")
     ] = DEFAULT_DATA_DIR,
+    cache: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where fetched Debian packages are kept; default ~/.cache/service-debian."
+        ),
+    ] = None,
+    bible_only: Annotated[
+        bool, typer.Option("--bible-only", help="Only the Bible part (no downloads).")
+    ] = False,
 ) -> None:
-    """Rebuild train/valid/test.tsv.gz from the Debian SWORD packages (byte-identical output)."""
-    from service.text.corpus import SPLITS, prepare_corpus
+    """Rebuild the splits from Debian packages: the SWORD Bibles, message catalogs and package
+    descriptions (byte-identical output for the same package versions)."""
+    from service.text.corpus import prepare_corpus
 
     with _spinner() as progress:
         task = progress.add_task("starting", total=None)
         try:
             stats = prepare_corpus(
-                out, on_step=lambda step: progress.update(task, description=step)
+                out,
+                on_step=lambda step: progress.update(task, description=step),
+                cache=cache,
+                general=not bible_only,
             )
         except (RuntimeError, ValueError) as error:
             progress.stop()
@@ -50,17 +63,15 @@ def prepare_command(
     table = Table(title=f"es-en pairs in {out}")
     table.add_column("split")
     table.add_column("pairs", justify="right")
-    table.add_column("held-out books")
-    books = {"test": stats["test_books"], "valid": stats["valid_books"], "train": ["the rest"]}
-    for split in SPLITS:
-        table.add_row(split, str(stats["counts"][split]), ", ".join(books[split]))
+    for split, count in stats["counts"].items():
+        table.add_row(split, str(count))
     console.print(table)
     console.print_json(json.dumps(stats, ensure_ascii=False))
 
 
 @data_app.command("tokenizer")
 def tokenizer_command(
-    vocab_size: Annotated[int, typer.Option(help="Number of pieces.")] = 8000,
+    vocab_size: Annotated[int, typer.Option(help="Number of pieces.")] = 16000,
     data_dir: Annotated[
         Path, typer.Option("--data-dir", help="Directory holding train.tsv.gz.")
     ] = DEFAULT_DATA_DIR,

@@ -33,7 +33,14 @@ TARGET_MODULE = "engWEB2015eb"
 DEBIAN_PACKAGES = ("sword-text-sparv", "sword-text-web", "libsword-utils")
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "model_store" / "data" / "es-en"
-SPLITS = ("train", "valid", "test")
+# The shipped splits: train and valid mix the Bible and the general-domain text; the three test
+# splits are the held-out Bible books, held-out prose and held-out software strings.
+SPLITS = ("train", "valid", "bible", "general", "ui")
+TEST_SPLITS = ("bible", "general", "ui")
+# `test` named the Bible test books before the general-domain text came in; old commands and
+# manifests still say it.
+SPLIT_ALIASES = {"test": "bible"}
+BIBLE_SPLITS = ("train", "valid", "test")
 
 # The two sides are within 5% of each other in characters on average; a ratio far outside this
 # band means the modules disagree about where a verse starts or ends, or one side is a fragment,
@@ -467,7 +474,7 @@ def split_by_book(
     test, valid = frozenset(test_books), frozenset(valid_books)
     if test & valid:
         raise ValueError(f"books in both test and valid: {sorted(test & valid)}")
-    splits: dict[str, list[Pair]] = {name: [] for name in SPLITS}
+    splits: dict[str, list[Pair]] = {name: [] for name in BIBLE_SPLITS}
     for pair in pairs:
         book = book_of(pair.key)
         name = "test" if book in test else "valid" if book in valid else "train"
@@ -503,6 +510,7 @@ def read_split(path: Path) -> list[Pair]:
 
 def load_split(split: str, data_dir: Path = DEFAULT_DATA_DIR) -> list[Pair]:
     """The shipped pairs of one split, as training and evaluation read them."""
+    split = SPLIT_ALIASES.get(split, split)
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
     path = Path(data_dir) / f"{split}.tsv.gz"
@@ -562,13 +570,8 @@ class CorpusSummary:
         }
 
 
-def prepare_corpus(
-    out_dir: Path = DEFAULT_DATA_DIR,
-    on_step: Callable[[str], None] = lambda step: None,
-) -> dict:
-    """Regenerate the shipped splits and their README from the installed Debian packages."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+def prepare_bible(on_step: Callable[[str], None] = lambda step: None):
+    """The Bible pairs split by book (train / valid / test), from the installed SWORD modules."""
     on_step(f"dumping {SOURCE_MODULE}")
     source = tidy_reina_valera(parse_imp(dump_module(SOURCE_MODULE)))
     on_step(f"dumping {TARGET_MODULE}")
@@ -577,17 +580,58 @@ def prepare_corpus(
     pairs, pairing = pair_verses(source, target)
     splits = split_by_book(pairs)
     _check_held_out_books_present(splits)
-    for name in SPLITS:
+    return splits, pairing
+
+
+def prepare_corpus(
+    out_dir: Path = DEFAULT_DATA_DIR,
+    on_step: Callable[[str], None] = lambda step: None,
+    *,
+    cache: Path | None = None,
+    general: bool = True,
+) -> dict:
+    """Regenerate the shipped splits and their README from Debian packages.
+
+    The Bible comes from the installed SWORD modules; the general-domain text (`general.py`)
+    from package catalogs and descriptions fetched into `cache`. `general=False` writes the
+    Bible alone (its train / valid / bible splits), which needs no download.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bible, pairing = prepare_bible(on_step)
+    splits = {"train": bible["train"], "valid": bible["valid"], "bible": bible["test"]}
+    general_readme = ""
+    if general:
+        from service.text.debian import DEFAULT_CACHE
+        from service.text.general import build_general, render_general_readme
+
+        general_splits, general_stats, provenance = build_general(
+            cache or DEFAULT_CACHE, on_step=on_step
+        )
+        splits["train"] = splits["train"] + general_splits["train"]
+        splits["valid"] = splits["valid"] + general_splits["valid"]
+        splits["general"] = general_splits["general"]
+        splits["ui"] = general_splits["ui"]
+        general_readme = render_general_readme(general_stats, provenance)
+    for name, pairs in splits.items():
         on_step(f"writing {name}.tsv.gz")
-        write_split(out_dir / f"{name}.tsv.gz", splits[name])
+        write_split(out_dir / f"{name}.tsv.gz", pairs)
     summary = CorpusSummary(
         out_dir=out_dir,
-        counts={name: len(splits[name]) for name in SPLITS},
+        counts={
+            "train": len(bible["train"]),
+            "valid": len(bible["valid"]),
+            "bible": len(bible["test"]),
+        },
         pairing=pairing,
         package_versions=debian_package_versions(),
     )
-    (out_dir / "README.md").write_text(render_readme(summary), encoding="utf-8")
-    return summary.as_dict()
+    (out_dir / "README.md").write_text(render_readme(summary) + general_readme, encoding="utf-8")
+    result = summary.as_dict()
+    result["counts"] = {name: len(pairs) for name, pairs in splits.items()}
+    result["total_pairs"] = sum(result["counts"].values())
+    result["bible_counts"] = dict(summary.counts)
+    return result
 
 
 def _check_held_out_books_present(splits: dict[str, list[Pair]]) -> None:
@@ -604,7 +648,7 @@ def render_readme(summary: CorpusSummary) -> str:
     counts, stats = summary.counts, summary.pairing
     total = sum(counts.values())
     split_rows = "\n".join(
-        f"| {name} | {counts[name]} | {100 * counts[name] / total:.1f}% |" for name in SPLITS
+        f"| {name} | {counts[name]} | {100 * counts[name] / total:.1f}% |" for name in counts
     )
     package_rows = "\n".join(
         f"| `{name}` | {version} |" for name, version in summary.package_versions.items()
@@ -613,7 +657,12 @@ def render_readme(summary: CorpusSummary) -> str:
 
 Generated by `python -m service data prepare` (`service/text/corpus.py`); do not edit by hand.
 
-## Provenance and licence
+Two parts: the Bible (below), aligned verse by verse, and general-domain text from Debian's
+message catalogs and package descriptions (after it). `train.tsv.gz` and `valid.tsv.gz` hold
+both; the test splits are `bible.tsv.gz` (held-out books), `general.tsv.gz` (held-out prose)
+and `ui.tsv.gz` (held-out software strings). The split name `test` is an alias of `bible`.
+
+## The Bible: provenance and licence
 
 | side | text | SWORD module | Debian package |
 |------|------|--------------|----------------|
@@ -631,10 +680,11 @@ removed), so call it "derived from the World English Bible".
 
 ## Files
 
-`train.tsv.gz`, `valid.tsv.gz`, `test.tsv.gz`: gzip (mtime 0, no embedded file name), UTF-8,
-one verse per line, three tab-separated columns and no header: `key` (SWORD verse key in the
-English numbering, such as `I Samuel 3:4`), `es`, `en`. `spm.model` is the joint SentencePiece
-tokenizer trained on both sides of the train split by `python -m service data tokenizer`.
+`*.tsv.gz`: gzip (mtime 0, no embedded file name), UTF-8, one pair per line, three
+tab-separated columns and no header: `key`, `es`, `en`. A Bible key is the SWORD verse key in
+the English numbering (`I Samuel 3:4`); a catalog key is `<package>/<catalog>`, a description
+key `ddtp/<package>`. `spm.model` is the joint SentencePiece tokenizer trained on both sides of
+the train split by `python -m service data tokenizer`.
 
 ## Cleaning
 
@@ -677,7 +727,7 @@ tokenizer trained on both sides of the train split by `python -m service data to
 Whole books are held out (a fixed list in `service/text/corpus.py`, about 5% of the pairs each),
 so no validation or test verse shares a book with training.
 
-| split | pairs | share |
+| Bible split | pairs | share |
 |-------|-------|-------|
 {split_rows}
 
@@ -689,7 +739,7 @@ so no validation or test verse shares a book with training.
 ```
 apt-get install {" ".join(DEBIAN_PACKAGES)}
 python -m service data prepare --out model_store/data/es-en
-python -m service data tokenizer --vocab-size 8000
+python -m service data tokenizer --vocab-size 16000
 ```
 
 Regeneration is byte-for-byte identical for the same package versions.

@@ -16,18 +16,22 @@ from pathlib import Path
 import sentencepiece as spm
 
 PAD_ID, UNK_ID, EOS_ID = 0, 1, 2
-DEFAULT_VOCAB_SIZE = 8000
+DEFAULT_VOCAB_SIZE = 16000
 
 
 def train_tokenizer(
     texts: Iterable[str],
     model_prefix_or_path: Path | str,
     vocab_size: int = DEFAULT_VOCAB_SIZE,
+    *,
+    byte_fallback: bool = True,
 ) -> Path:
     """Train a unigram model on ``texts`` and write ``<prefix>.model`` (or the ``.model`` path).
 
     Byte-identical across runs and machines: every sentence is used in the order given (no
     sampling, no shuffling) and training runs on one thread, so no float sums change order.
+    `byte_fallback` adds the 256 byte pieces, so it needs a vocabulary of a few hundred at least;
+    tests with toy vocabularies turn it off.
     """
     path = Path(model_prefix_or_path)
     if path.suffix != ".model":
@@ -46,6 +50,9 @@ def train_tokenizer(
         # (vergüenza) fell below the cut and became <unk>. SentencePiece recommends 1.0 for
         # small alphabets; 0.9995 is for Chinese or Japanese.
         character_coverage=1.0,
+        # A character never seen in training (an emoji, a CJK name in a UI string) becomes its
+        # UTF-8 bytes instead of <unk>, so it survives a copy through the model.
+        byte_fallback=byte_fallback,
         normalization_rule_name="nmt_nfkc",
         pad_id=PAD_ID,
         unk_id=UNK_ID,

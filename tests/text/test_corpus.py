@@ -10,9 +10,9 @@ import pytest
 
 from service.text.corpus import (
     DEFAULT_DATA_DIR,
-    SPLITS,
     TEST_BOOKS,
     VALID_BOOKS,
+    VERSE_KEY,
     AlignedVerse,
     AlignmentModel,
     Lexicon,
@@ -255,8 +255,12 @@ def test_write_split_refuses_tabs_inside_fields(tmp_path):
 
 
 def test_load_split_rejects_an_unknown_split_by_name():
-    with pytest.raises(ValueError, match=r"unknown split 'dev'.*train, valid, test"):
+    with pytest.raises(ValueError, match=r"unknown split 'dev'.*train, valid, bible, general, ui"):
         load_split("dev")
+
+
+def test_test_is_the_old_name_of_the_bible_split():
+    assert load_split("test") == load_split("bible")
 
 
 def test_load_split_names_the_regeneration_command_when_files_are_missing(tmp_path):
@@ -267,9 +271,18 @@ def test_load_split_names_the_regeneration_command_when_files_are_missing(tmp_pa
 # ---- the shipped corpus -------------------------------------------------------------------
 
 
+def _is_verse(pair: Pair) -> bool:
+    return VERSE_KEY.match(pair.key) is not None
+
+
 @pytest.fixture(scope="module")
 def shipped() -> dict[str, list[Pair]]:
-    return {split: load_split(split) for split in SPLITS}
+    """The Bible part of the shipped splits, by the names `split_by_book` gives them."""
+    return {
+        "train": [pair for pair in load_split("train") if _is_verse(pair)],
+        "valid": [pair for pair in load_split("valid") if _is_verse(pair)],
+        "test": load_split("bible"),
+    }
 
 
 def test_shipped_splits_hold_out_the_named_books_only(shipped):
@@ -290,13 +303,13 @@ def test_shipped_split_sizes(shipped):
 
 
 def test_shipped_split_is_what_the_fixed_book_lists_give(shipped):
-    everything = [pair for split in SPLITS for pair in shipped[split]]
+    everything = [pair for pairs in shipped.values() for pair in pairs]
 
     assert split_by_book(everything) == shipped
 
 
 def test_shipped_pairs_are_clean(shipped):
-    pairs = [pair for split in SPLITS for pair in shipped[split]]
+    pairs = [pair for split_pairs in shipped.values() for pair in split_pairs]
     keys = Counter(pair.key for pair in pairs)
 
     assert max(keys.values()) == 1, "every key once"
@@ -317,12 +330,18 @@ def test_shipped_pairs_are_aligned_where_the_spanish_numbering_differs(shipped):
 
 
 @pytest.mark.slow
-def test_prepare_regenerates_the_shipped_files_byte_for_byte(tmp_path):
-    stats = prepare_corpus(tmp_path)
+def test_prepare_regenerates_the_shipped_bible_byte_for_byte(tmp_path, shipped):
+    """The Bible part needs no download; the general part is tested on made-up catalogs
+    (tests/text/test_general.py), since fetching ~1,700 packages is no unit test."""
+    stats = prepare_corpus(tmp_path, general=False)
 
-    assert stats["counts"] == {split: len(load_split(split)) for split in SPLITS}
-    for name in (*(f"{split}.tsv.gz" for split in SPLITS), "README.md"):
-        shipped_digest = hashlib.sha256((DEFAULT_DATA_DIR / name).read_bytes()).hexdigest()
-        assert hashlib.sha256((tmp_path / name).read_bytes()).hexdigest() == shipped_digest, name
-    with gzip.open(tmp_path / "test.tsv.gz", "rt", encoding="utf-8") as handle:
+    assert stats["counts"] == {
+        name: len(shipped[key])
+        for name, key in (("train", "train"), ("valid", "valid"), ("bible", "test"))
+    }
+    shipped_digest = hashlib.sha256((DEFAULT_DATA_DIR / "bible.tsv.gz").read_bytes()).hexdigest()
+    assert hashlib.sha256((tmp_path / "bible.tsv.gz").read_bytes()).hexdigest() == shipped_digest
+    for name, key in (("train", "train"), ("valid", "valid")):
+        assert read_split(tmp_path / f"{name}.tsv.gz") == shipped[key], name
+    with gzip.open(tmp_path / "bible.tsv.gz", "rt", encoding="utf-8") as handle:
         assert handle.readline().startswith("Ruth 1:1\t")

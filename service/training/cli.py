@@ -76,6 +76,20 @@ def train_command(
     data_dir: Annotated[
         Path | None, typer.Option(help="Corpus directory (train/valid/test.tsv.gz, spm.model).")
     ] = None,
+    direction: Annotated[
+        str, typer.Option(help="Translators: es-en or en-es (the corpus read the other way).")
+    ] = "es-en",
+    lm_languages: Annotated[
+        str, typer.Option(help="lm: the corpus sides it learns, 'en', 'es' or 'es,en'.")
+    ] = "es,en",
+    init_from: Annotated[
+        str | None,
+        typer.Option(help="Start from a stored model, 'es-en/transformer@2' (same arch/size)."),
+    ] = None,
+    bf16: Annotated[
+        bool, typer.Option("--bf16", help="bfloat16 autocast (fp32 weights and loss).")
+    ] = False,
+    test_split: Annotated[str, typer.Option(help="Split of the final test eval.")] = "test",
 ) -> None:
     """Train a translator or the language model, test the best checkpoint, save it to the store."""
     from service.training.trainer import TrainConfig, Trainer
@@ -110,6 +124,11 @@ def train_command(
         version=version,
         store_root=str(root) if root else None,
         data_dir=str(data_dir) if data_dir else None,
+        direction=direction,
+        lm_languages=lm_languages,
+        init_from=init_from,
+        bf16=bf16,
+        test_split=test_split,
     )
     result = Trainer(config, command=_command_line()).run()
     summary = {

@@ -4,11 +4,11 @@ The loop in `trainer.py` is the same for every model: token-budget batches, a cr
 validation loss, checkpoints, the store. A task says the rest: how corpus pairs become examples
 and batches, how the model is called on a batch, and what the final test metrics are.
 
-- `Seq2SeqTask` (transformer, rnnsearch): Spanish source -> English target, teacher forcing;
-  tested with beam search and sacrebleu.
-- `LanguageModelTask` (lm): both sides of every pair as monolingual text (the tokenizer is
-  joint es+en, so this doubles the data), each verse as [eos] verse [eos], packed into rows;
-  tested by perplexity.
+- `Seq2SeqTask` (transformer, rnnsearch): Spanish source -> English target (or the other way
+  round, `direction="en-es"`), teacher forcing; tested with beam search and sacrebleu.
+- `LanguageModelTask` (lm): one or both sides of every pair as monolingual text (the
+  tokenizer is joint es+en), each text as [eos] text [eos], packed into rows; tested by
+  perplexity.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from torch import Tensor, nn
 
+from service.text.corpus import Pair
 from service.training.data import (
     BatchSampler,
     TextPair,
@@ -65,11 +66,18 @@ class Seq2SeqTask:
     name = "seq2seq"
     label_smoothing = 0.1
 
-    def __init__(self, beam_size: int = 4):
+    def __init__(self, beam_size: int = 4, direction: str = "es-en"):
         self.beam_size = beam_size
+        self.direction = direction
+
+    def oriented(self, pairs: Sequence[TextPair]) -> Sequence[TextPair]:
+        """The corpus stores (es, en); an en-es model reads them the other way round."""
+        if self.direction == "es-en":
+            return pairs
+        return [Pair(pair.key, pair.target, pair.source) for pair in pairs]
 
     def examples(self, pairs, tokenizer, model_config, *, training):
-        return encode_pairs(pairs, tokenizer, model_config.eos_id)
+        return encode_pairs(self.oriented(pairs), tokenizer, model_config.eos_id)
 
     def sampler(self, examples, max_tokens, model_config, seed):
         mc = model_config
@@ -101,7 +109,7 @@ class Seq2SeqTask:
         translator = Translator(trainer.model.eval(), trainer.tokenizer)
         return evaluate(
             translator,
-            pairs,
+            self.oriented(pairs),
             DecodeOptions(beam_size=self.beam_size),
             progress=sys.stderr.isatty(),
         )
@@ -113,7 +121,7 @@ class Seq2SeqTask:
         )
 
     def facts(self):
-        return {"task": self.name}
+        return {"task": self.name, "direction": self.direction}
 
 
 PERPLEXITY_UNIT = (
@@ -136,13 +144,14 @@ class LanguageModelTask:
 
     name = "lm"
     label_smoothing = 0.0  # smoothing would bias the perplexity this model is judged by
-    languages = ("es", "en")
 
-    def __init__(self, pack_tokens: int = 128):
+    def __init__(self, pack_tokens: int = 128, languages: Sequence[str] = ("es", "en")):
         self.pack_tokens = pack_tokens
+        self.languages = tuple(languages)
 
     def texts(self, pairs: Sequence[TextPair]) -> dict[str, list[str]]:
-        return {"es": [p.source for p in pairs], "en": [p.target for p in pairs]}
+        sides = {"es": [p.source for p in pairs], "en": [p.target for p in pairs]}
+        return {language: sides[language] for language in self.languages}
 
     def _encode(self, texts, tokenizer, model_config, pack: bool):
         limit = min(self.pack_tokens, model_config.max_positions) if pack else None
@@ -190,7 +199,7 @@ class LanguageModelTask:
             "test_nll": round(nll_sum / tokens_sum, 5),
             "test_tokens": tokens_sum,
             **metrics,
-            "test_verses": 2 * len(pairs),
+            "test_verses": len(self.languages) * len(pairs),
             "valid_verses": len(trainer.valid_sampler.examples),
             "valid_perplexity": round(perplexity(best), 4) if math.isfinite(best) else None,
             "valid_nll": round(best, 5) if math.isfinite(best) else None,
@@ -199,25 +208,36 @@ class LanguageModelTask:
         }
 
     def summary(self, metrics):
+        per_language = ", ".join(
+            f"{language} {metrics[f'test_perplexity_{language}']:.2f}"
+            for language in self.languages
+        )
         return (
-            f"perplexity {metrics['test_perplexity']:.2f} (es {metrics['test_perplexity_es']:.2f}"
-            f", en {metrics['test_perplexity_en']:.2f}) over {metrics['test_tokens']:,} tokens"
+            f"perplexity {metrics['test_perplexity']:.2f} ({per_language}) "
+            f"over {metrics['test_tokens']:,} tokens"
         )
 
     def facts(self):
         return {
             "task": self.name,
             "languages": list(self.languages),
-            "text": "monolingual: the Spanish (RV1909) and the English (WEB) side of the es-en "
-            "train split, each verse as [eos] verse [eos]",
+            "text": f"monolingual: the {' and '.join(self.languages)} side(s) of the es-en "
+            "train split, each text as [eos] text [eos]",
             "pack_tokens": self.pack_tokens,
         }
 
 
-def task_for(arch: str, *, pack_tokens: int = 128, beam_size: int = 4) -> Task:
+def task_for(
+    arch: str,
+    *,
+    pack_tokens: int = 128,
+    beam_size: int = 4,
+    direction: str = "es-en",
+    languages: Sequence[str] = ("es", "en"),
+) -> Task:
     if arch == "lm":
-        return LanguageModelTask(pack_tokens)
-    return Seq2SeqTask(beam_size)
+        return LanguageModelTask(pack_tokens, languages)
+    return Seq2SeqTask(beam_size, direction)
 
 
 def default_label_smoothing(arch: str) -> float:

@@ -86,6 +86,16 @@ class TrainConfig:
     store_root: str | None = None  # None: the repository's model_store
     model_id: str | None = None  # None: "es-en/<arch>" (the language model too: ids name a pair)
     version: int | None = None  # None: the next free version
+    # Translators: which side of the corpus is the source. "en-es" trains the other direction
+    # on the same pairs.
+    direction: str = "es-en"
+    # Language model: the sides of the corpus it learns, comma separated.
+    lm_languages: str = "es,en"
+    # "<id>@<version>" of a stored model of the same arch and size to start from (warmstart.py).
+    init_from: str | None = None
+    # CPU/GPU mixed precision: forward and backward under bfloat16 autocast, fp32 master weights
+    # and fp32 loss. 1.35x per step on these AVX512-BF16 cores for the small Transformer.
+    bf16: bool = False
 
     def __post_init__(self):
         if self.max_tokens < 1 or self.lr <= 0 or self.warmup_steps < 0:
@@ -96,6 +106,10 @@ class TrainConfig:
             raise ValueError("pack_tokens must be 0 (off) or at least 2")
         if self.label_smoothing is None:
             self.label_smoothing = default_label_smoothing(self.arch)
+        if self.direction not in ("es-en", "en-es"):
+            raise ValueError(f"direction must be es-en or en-es, got {self.direction!r}")
+        if not set(self.lm_languages.split(",")) <= {"es", "en"} or not self.lm_languages:
+            raise ValueError(f"lm_languages must name es and/or en, got {self.lm_languages!r}")
 
 
 @dataclass
@@ -304,7 +318,11 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.device = resolve_device(config.device)
         self.task = task_for(
-            config.arch, pack_tokens=config.pack_tokens, beam_size=config.test_beam_size
+            config.arch,
+            pack_tokens=config.pack_tokens,
+            beam_size=config.test_beam_size,
+            direction=config.direction,
+            languages=tuple(config.lm_languages.split(",")),
         )
         _preload_finalisation_modules(config, self.task)
 
@@ -338,7 +356,21 @@ class Trainer:
             config.arch, config.preset, self.tokenizer.vocab_size, **overrides
         )
         mc = self.model_config
-        self.model = build_model(config.arch, self.model_config).to(self.device)
+        self.model = build_model(config.arch, self.model_config)
+        self.warm_start = None
+        if config.init_from and not (config.resume and (self.out / "last.json").exists()):
+            from service.training.warmstart import warm_start
+
+            self.warm_start = warm_start(
+                self.model,
+                config.arch,
+                self.model_config,
+                self.tokenizer,
+                config.init_from,
+                config.store_root or DEFAULT_STORE,
+            )
+            self.log(f"warm start: {self.warm_start.as_dict()}", event="warm_start")
+        self.model.to(self.device)
         task = self.task
         self.train_examples = task.examples(train_pairs, self.tokenizer, mc, training=True)
         valid_examples = task.examples(valid_pairs, self.tokenizer, mc, training=False)
@@ -446,9 +478,10 @@ class Trainer:
         lr = inverse_sqrt_lr(self.step + 1, self.config.lr, self.config.warmup_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        logits = self.task.logits(self.model, batch)
+        with self._autocast():
+            logits = self.task.logits(self.model, batch)
         loss_sum, _, tokens = label_smoothed_loss(
-            logits, batch.labels, batch.pad_id, self.config.label_smoothing
+            logits.float(), batch.labels, batch.pad_id, self.config.label_smoothing
         )
         loss = loss_sum / max(tokens, 1)
         self.optimizer.zero_grad(set_to_none=True)
@@ -458,6 +491,11 @@ class Trainer:
         self.optimizer.step()
         self.step += 1
         return loss.item(), tokens
+
+    def _autocast(self):
+        return torch.autocast(
+            device_type=self.device.type, dtype=torch.bfloat16, enabled=self.config.bf16
+        )
 
     @torch.inference_mode()
     def token_losses(self, sampler) -> tuple[float, float, int]:
@@ -652,6 +690,7 @@ class Trainer:
             "stopped_because": reason,
             "train_examples": len(self.train_examples),
             **self.task.facts(),
+            **({"warm_start": self.warm_start.as_dict()} if self.warm_start else {}),
             "config": {
                 k: v
                 for k, v in asdict(c).items()
@@ -710,7 +749,7 @@ class Trainer:
 
         c = self.config
         store = ModelStore(c.store_root or DEFAULT_STORE)
-        model_id = c.model_id or f"es-en/{c.arch}"
+        model_id = c.model_id or f"{c.direction}/{c.arch}"
         data_sha = facts.get("data_sha256", {}).get("train")
         model = self.model.to("cpu").float()
         kwargs = dict(

@@ -30,7 +30,7 @@ def compare_command(
             help="Comma-separated splits, one report over all: bible, general, ui (test: the "
             "same as bible), train, valid."
         ),
-    ] = "test",
+    ] = "bible",
     beam_size: Annotated[int, typer.Option(help="Beam size; 1 is greedy.")] = 4,
     max_length: Annotated[int, typer.Option(help="Most generated tokens per sentence.")] = 256,
     limit: Annotated[int, typer.Option(help="First N pairs of each split only; 0: all.")] = 0,

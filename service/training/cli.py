@@ -162,11 +162,11 @@ def _load(model: str, version: int | None, root: Path, device: str, dtype: str |
 
 
 def eval_command(
-    model: ModelOption = "transformer",
+    model: ModelOption = "es-en/transformer",
     version: VersionOption = None,
     split: Annotated[
         str, typer.Option(help="bible, general or ui (test: the same as bible), train or valid.")
-    ] = "test",
+    ] = "bible",
     beam_size: Annotated[int, typer.Option(help="Beam size; 1 is greedy.")] = 4,
     limit: Annotated[int, typer.Option(help="First N pairs only; 0: all.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full result as JSON.")] = False,

@@ -16,7 +16,7 @@ def corpus(tmp_path):
 
     data = tmp_path / "data"
     data.mkdir()
-    for split, count, seed in (("train", 200, 0), ("valid", 30, 1), ("test", 20, 2)):
+    for split, count, seed in (("train", 200, 0), ("valid", 30, 1), ("bible", 20, 2)):
         write_split(data / f"{split}.tsv.gz", reversal_pairs(count, seed=seed))
     train_spm(data, reversal_pairs(200))
     return data

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from service.models.attention import MultiHeadAttention
 from service.models.packed import Linear
 
-DTYPES = ("float32", "bfloat16", "int8")
+DTYPES = ("float32", "bfloat16", "int8")  # what the CLI offers; GPUs also take float16
 # The fastest dtype within 0.3 BLEU of float32 on the shipped model (docs/benchmarks.md:
 # test BLEU 23.19 beam 4 / 20.98 greedy against float32's 23.07 / 21.16; about 1.25x float32's
 # speed at beam 4 and greedy, a little ahead of bfloat16 on a Xeon with AMX).
@@ -38,23 +38,32 @@ QUANTIZED_ENGINE = "onednn"  # AMX / VNNI int8 on x86; the fastest engine measur
 
 
 def default_dtype(device: str | torch.device = "cpu") -> str:
-    """The dtype a model serves in when nothing is asked for: DEFAULT_CPU_DTYPE on CPU;
-    float32 elsewhere (int8 here is CPU-only)."""
-    return DEFAULT_CPU_DTYPE if torch.device(device).type == "cpu" else "float32"
+    """The dtype a model serves in when nothing is asked for: DEFAULT_CPU_DTYPE on CPU; on
+    GPUs bfloat16 where supported, else float16 (int8 here is CPU-only)."""
+    device = torch.device(device)
+    if device.type == "cpu":
+        return DEFAULT_CPU_DTYPE
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return "float16"
+    return "bfloat16"
 
 
 def prepare_for_inference(model: nn.Module, dtype: str | None = None) -> nn.Module:
-    """Put a loaded float32 model into eval mode at `dtype` (None: `default_dtype`), in place.
+    """Put a loaded float32 model into eval mode at `dtype`, in place; None or "auto" is
+    `default_dtype` of the model's device.
 
     Works on the Transformer, RNNSearch and the language model (anything built from
     `nn.Linear` layers; an optional `output_layer` attribute replaces the tied output
     projection). Returns the model, so loading code reads `model = prepare_for_inference(...)`.
     """
     device = _device_of(model)
-    dtype = dtype or default_dtype(device)
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if dtype in (None, "auto"):
+        dtype = default_dtype(device)
+    if dtype not in (*DTYPES, "float16"):
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)} or float16, got {dtype!r}")
     model.eval()
+    if dtype == "float16":
+        return model.half()
     if dtype == "bfloat16":
         fuse_self_attention(model)
         return model.to(torch.bfloat16)
@@ -75,7 +84,8 @@ def model_dtype(model: nn.Module) -> str:
     if any(isinstance(m, Int8Linear) for m in model.modules()):
         return "int8"
     floating = [p.dtype for p in model.parameters() if p.is_floating_point()]
-    return "bfloat16" if floating and floating[0] == torch.bfloat16 else "float32"
+    names = {torch.bfloat16: "bfloat16", torch.float16: "float16"}
+    return names.get(floating[0], "float32") if floating else "float32"
 
 
 def _device_of(model: nn.Module) -> torch.device:

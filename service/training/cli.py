@@ -27,7 +27,7 @@ VersionOption = Annotated[
 DtypeOption = Annotated[
     str | None,
     typer.Option(
-        "--dtype", help="float32, bfloat16 or int8 inference; default: int8 on CPU, else float32."
+        "--dtype", help="float32, bfloat16 or int8; default: int8 on CPU, bfloat16 on GPUs."
     ),
 ]
 

@@ -168,8 +168,10 @@ def test_quantize_linears_counts_what_it_replaced():
     assert isinstance(model[0], Int8Linear) and isinstance(model[2][0], Int8Linear)
 
 
-def test_unknown_dtypes_and_int8_off_cpu_are_refused():
+def test_unknown_dtypes_are_refused_and_auto_is_the_devices_default():
     with pytest.raises(ValueError, match="dtype must be one of"):
-        prepare_for_inference(tiny_model("transformer"), "float16")
+        prepare_for_inference(tiny_model("transformer"), "int4")
     assert default_dtype("cpu") in DTYPES
-    assert default_dtype("cuda") == "float32"
+    assert default_dtype("cuda") in ("bfloat16", "float16")
+    model = prepare_for_inference(tiny_model("transformer"), "auto")
+    assert model_dtype(model) == default_dtype("cpu")

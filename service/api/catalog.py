@@ -11,11 +11,18 @@ from service.contracts import ServedModel
 
 
 class Catalog:
-    """The served translation models, newest version first within an id."""
+    """The served translation models, newest version first within an id.
+
+    A request that names neither languages nor a model gets the first default model in the
+    order served (the config's order): its language pair is the service's default pair, and
+    the other pairs' defaults answer only when their languages are asked for.
+    """
 
     def __init__(self, models: list[ServedModel]):
         if not models:
             raise ValueError("a catalog needs at least one model")
+        first_default = next((m for m in models if m.default), models[0])
+        self.default_pair = (first_default.source, first_default.target)
         self.models = sorted(models, key=lambda m: (m.id, -m.version))
 
     def languages(self) -> dict[str, list[str]]:
@@ -38,6 +45,8 @@ class Catalog:
     ) -> ServedModel:
         """The served model for a request, or a 404 ApiError naming the field at fault."""
         candidates = self.models
+        if model is None and source is None and target is None:
+            source, target = self.default_pair
         if source is not None:
             candidates = [m for m in candidates if m.source == source]
             if not candidates:
@@ -70,23 +79,23 @@ class Catalog:
                     f"no served model {model!r}; available: {self.names()}",
                     field="model",
                 )
-            ids = sorted({m.id for m in named})
-            if len(ids) > 1:
-                raise ApiError(
-                    404,
-                    "model_not_found",
-                    f"model name {model!r} is served for several language pairs ({ids}); "
-                    "use the full id",
-                    field="model",
-                )
             in_pair = [m for m in named if m in candidates]
             if not in_pair:
                 raise ApiError(
                     404,
                     "language_pair_not_supported",
-                    f"model {ids[0]!r} translates {named[0].source}->{named[0].target}, "
+                    f"model {named[0].id!r} translates {named[0].source}->{named[0].target}, "
                     f"not {source or named[0].source}->{target or named[0].target}",
                     field=target_field if target is not None else source_field,
+                )
+            ids = sorted({m.id for m in in_pair})
+            if len(ids) > 1:
+                raise ApiError(
+                    404,
+                    "model_not_found",
+                    f"model name {model!r} is served for several language pairs ({ids}); "
+                    "give source and target, or use the full id",
+                    field="model",
                 )
             chosen_id = ids[0]
 

@@ -35,6 +35,7 @@ class ServedModel:
     parameters: int
     metrics: dict[str, Any] = field(default_factory=dict)
     max_output_tokens: int | None = None  # the model's own limit (positions), if it has one
+    max_source_tokens: int | None = None  # longest source its replica takes, EOS included
     default: bool = False
     created: int = 0  # Unix time the version was saved (OpenAI's `created`)
 

@@ -33,6 +33,12 @@ class TranslationBackend(Protocol):
         ...
 
 
+class TokenCounter(Protocol):
+    def source_tokens(self, model: ServedModel, text: str) -> int:
+        """How many source tokens `model`'s tokenizer makes of `text`, EOS not counted."""
+        ...
+
+
 class GenerationBackend(Protocol):
     model: ServedModel
     settings: GenerationSettings
@@ -51,8 +57,11 @@ class GenerationBackend(Protocol):
 @dataclass(frozen=True)
 class Backends:
     """Everything the app serves with: the translation catalog and its backend, and the
-    language model's backend if one is served (else the generation routes answer 404)."""
+    language model's backend if one is served (else the generation routes answer 404), and the
+    source tokenizers that tell how long a sentence is for a model (without them a sentence's
+    UTF-8 bytes bound its tokens: SentencePiece with byte fallback makes at most one a byte)."""
 
     catalog: Catalog
     translation: TranslationBackend
     generation: GenerationBackend | None = None
+    tokens: TokenCounter | None = None

@@ -25,17 +25,18 @@ from service.api.schemas import (
     json_int,
     text_input_type,
 )
+from service.api.segmented import layouts_for, translate_segmented
 from service.api.settings import ApiSettings
 from service.api.translate import (
     Timing,
     TranslationResult,
     Usage,
     build_response,
-    check_items,
     decode_options,
     max_length_limit,
 )
-from service.contracts import ServedModel, ServiceError, TranslationJob
+from service.contracts import ServedModel, ServiceError
+from service.decoding.search import DecodeOptions
 
 # A model as in a translate request, optionally pinned to a version: `transformer@2`.
 MODEL_AT_VERSION = MODEL_NAME.removesuffix("$") + r"(?:@[1-9][0-9]{0,8})?$"
@@ -165,17 +166,13 @@ def compare_router(settings: ApiSettings, backends: Backends) -> APIRouter:
         jobs = [
             (
                 model,
-                TranslationJob(
-                    body.texts,
-                    decode_options(
-                        settings,
-                        model,
-                        beam_size=body.beam_size,
-                        max_length=body.max_length,
-                        n_best=1,
-                        return_alignment=False,
-                    ),
-                    request_id,
+                decode_options(
+                    settings,
+                    model,
+                    beam_size=body.beam_size,
+                    max_length=body.max_length,
+                    n_best=1,
+                    return_alignment=False,
                 ),
             )
             for model in models
@@ -192,11 +189,11 @@ def compare_router(settings: ApiSettings, backends: Backends) -> APIRouter:
                 error=ErrorDetail(type=error.type, message=error.message, field=error.field),
             )
 
-        async def run(model: ServedModel, job: TranslationJob) -> ComparedModel:
+        async def run(model: ServedModel, options: DecodeOptions) -> ComparedModel:
             started = time.perf_counter()
             try:
-                result = await backends.translation.translate(model, job)
-                check_items(result)
+                layouts = layouts_for(settings, backends, model, body.texts)
+                result = await translate_segmented(backends, model, layouts, options, request_id)
             except ServiceError as error:
                 return failed(model, api_error(error), started)
             except ApiError as error:
@@ -222,7 +219,7 @@ def compare_router(settings: ApiSettings, backends: Backends) -> APIRouter:
                 timing=answer.timing,
             )
 
-        results = await asyncio.gather(*(run(model, job) for model, job in jobs))
+        results = await asyncio.gather(*(run(model, options) for model, options in jobs))
         return CompareResponse(id=request_id, results=list(results))
 
     return router

@@ -23,9 +23,9 @@ from service.api.backends import Backends
 from service.api.errors import ApiError, request_id_of
 from service.api.experiments import ABTesting, record_choice
 from service.api.schemas import BODY_ERRORS, errors, text_input_type
+from service.api.segmented import layouts_for, translate_segmented
 from service.api.settings import ApiSettings
-from service.api.translate import check_items, decode_options
-from service.contracts import TranslationJob
+from service.api.translate import decode_options
 
 LANGUAGE_NAMES = {
     "en": "English",
@@ -171,13 +171,17 @@ def libretranslate_router(settings: ApiSettings, backends: Backends, ab: ABTesti
         options = decode_options(
             settings, served, beam_size=None, max_length=None, n_best=n_best, return_alignment=False
         )
-        job = TranslationJob(body.texts, options, request_id_of(request))
-        result = await backends.translation.translate(served, job)
-        check_items(result)
-        ab.served(request_id_of(request), served, assignment, response)
-        best = [item.translation.best.text for item in result.items]
-        others = [[c.text for c in item.translation.candidates[1:n_best]] for item in result.items]
         single = isinstance(body.q, str)
+        layouts = layouts_for(settings, backends, served, body.texts, field="q", single=single)
+        segmented = await translate_segmented(
+            backends, served, layouts, options, request_id_of(request), field="q", single=single
+        )
+        ab.served(request_id_of(request), served, assignment, response)
+        best = [text.text(0) for text in segmented.texts]
+        others = [
+            [text.text(rank) for rank in range(1, min(n_best, text.n_best))]
+            for text in segmented.texts
+        ]
         return LibreTranslateResponse(
             translatedText=best[0] if single else best,
             alternatives=(others[0] if single else others) if body.alternatives else None,

@@ -17,9 +17,17 @@ class ApiSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_text_chars: int = Field(2000, ge=1, description="Longest text per item, in characters.")
+    max_text_chars: int = Field(
+        20000, ge=1, description="Longest text per item, in characters (a page)."
+    )
     max_items: int = Field(64, ge=1, le=1024, description="Most texts per request.")
-    # 64 texts of 2,000 characters, each character JSON-escaped as \uXXXX, fit with room to spare.
+    max_request_chars: int = Field(
+        20000, ge=1, description="Most characters per request, all texts together."
+    )
+    max_sentences: int = Field(
+        1024, ge=1, description="Most sentences (decode items) per request, all texts together."
+    )
+    # 20,000 characters, each JSON-escaped as \uXXXX, fit with room to spare.
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024, description="Largest request body.")
     max_beam_size: int = Field(8, ge=1, le=64)
     max_length_limit: int = Field(

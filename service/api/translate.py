@@ -30,8 +30,14 @@ from service.api.schemas import (
     json_int,
     text_input_type,
 )
+from service.api.segmented import (
+    SegmentedResult,
+    TextOutcome,
+    layouts_for,
+    translate_segmented,
+)
 from service.api.settings import ApiSettings
-from service.contracts import DecodeFailed, JobResult, ServedModel, TranslationJob
+from service.contracts import DecodeFailed, JobResult, ServedModel
 from service.decoding.search import DecodeOptions
 from service.decoding.translator import Candidate
 
@@ -187,13 +193,38 @@ class Alternative(BaseModel):
     score: float | None = None
 
 
-class TranslationResult(BaseModel):
-    text: str = Field(description="The best translation.")
+class Segment(BaseModel):
+    source: str = Field(description="The sentence (or clause of a long one) that was decoded.")
+    text: str = Field(description="Its best translation.")
     score: float | None = Field(None, description="Its score, when return_scores is set.")
-    alternatives: list[Alternative] | None = Field(
-        None, description="The other n-best hypotheses, best first, when n_best > 1."
-    )
     alignment: Alignment | None = Field(None, description="When return_alignment is set.")
+
+
+class TranslationResult(BaseModel):
+    text: str = Field(
+        description="The best translation, sentence by sentence with the input's white space."
+    )
+    score: float | None = Field(
+        None,
+        description="When return_scores is set: its sentences' scores averaged, weighted by "
+        "their output tokens.",
+    )
+    alternatives: list[Alternative] | None = Field(
+        None,
+        description="The other n-best hypotheses, best first, when n_best > 1; the k-th joins "
+        "each sentence's k-th hypothesis.",
+    )
+    alignment: Alignment | None = Field(
+        None,
+        description="When return_alignment is set and the text is one sentence; otherwise "
+        "per sentence in `segments`.",
+    )
+    sentences: int = Field(description="How many sentences the text was split into.")
+    segments: list[Segment] | None = Field(
+        None,
+        description="What was decoded, sentence by sentence (a sentence longer than the "
+        "model's source limit as clauses), when return_scores or return_alignment is set.",
+    )
     input_tokens: int
     output_tokens: int
 
@@ -209,7 +240,8 @@ class Timing(BaseModel):
     compute_ms: float = Field(description="Decoding the batches that carried this request.")
     total_ms: float = Field(description="From receipt to response, at the API.")
     batch_sizes: list[int] = Field(
-        description="Per input: how many texts (from all requests) were decoded together."
+        description="Per input: the most sentences (from all requests) decoded together with "
+        "one of its sentences."
     )
 
 
@@ -280,10 +312,22 @@ def _alignment(candidate: Candidate) -> Alignment | None:
     )
 
 
+def _segments(outcome: TextOutcome, return_scores: bool, return_alignment: bool) -> list[Segment]:
+    return [
+        Segment(
+            source=unit,
+            text=candidate.text,
+            score=_finite(candidate.score) if return_scores else None,
+            alignment=_alignment(candidate) if return_alignment else None,
+        )
+        for unit, candidate in zip(outcome.layout.units, outcome.candidate(0), strict=True)
+    ]
+
+
 def build_response(
     request_id: str,
     model: ServedModel,
-    result: JobResult,
+    segmented: SegmentedResult,
     *,
     n_best: int,
     return_scores: bool,
@@ -291,23 +335,30 @@ def build_response(
     started: float,
 ) -> TranslateResponse:
     translations = []
-    for item in result.items:
-        translation = item.translation
-        best = translation.best
+    result = segmented.result
+    for outcome in segmented.texts:
         alternatives = None
         if n_best > 1:
             alternatives = [
-                Alternative(text=c.text, score=_finite(c.score) if return_scores else None)
-                for c in translation.candidates[1:n_best]
+                Alternative(
+                    text=outcome.text(rank),
+                    score=_finite(outcome.score(rank)) if return_scores else None,
+                )
+                for rank in range(1, min(n_best, outcome.n_best))
             ]
+        one = len(outcome.items) == 1
         translations.append(
             TranslationResult(
-                text=best.text,
-                score=_finite(best.score) if return_scores else None,
+                text=outcome.text(0),
+                score=_finite(outcome.score(0)) if return_scores else None,
                 alternatives=alternatives,
-                alignment=_alignment(best) if return_alignment else None,
-                input_tokens=translation.input_tokens,
-                output_tokens=best.tokens,
+                alignment=_alignment(outcome.candidate(0)[0]) if return_alignment and one else None,
+                sentences=outcome.layout.sentences,
+                segments=_segments(outcome, return_scores, return_alignment)
+                if return_scores or return_alignment
+                else None,
+                input_tokens=outcome.input_tokens,
+                output_tokens=outcome.output_tokens,
             )
         )
     input_tokens = sum(t.input_tokens for t in translations)
@@ -328,7 +379,7 @@ def build_response(
             queue_ms=result.queue_s * 1000,
             compute_ms=result.compute_s * 1000,
             total_ms=(time.perf_counter() - started) * 1000,
-            batch_sizes=[item.batch_size for item in result.items],
+            batch_sizes=[max(item.batch_size for item in o.items) for o in segmented.texts],
         ),
     )
 
@@ -368,14 +419,13 @@ def translate_router(settings: ApiSettings, backends: Backends, ab: ABTesting) -
             return_alignment=body.return_alignment,
         )
         request_id = request_id_of(request)
-        job = TranslationJob(body.texts, options, request_id)
-        result = await backends.translation.translate(served, job)
-        check_items(result)
+        layouts = layouts_for(settings, backends, served, body.texts)
+        segmented = await translate_segmented(backends, served, layouts, options, request_id)
         ab.served(request_id, served, assignment, response)
         answer = build_response(
             request_id,
             served,
-            result,
+            segmented,
             n_best=body.n_best,
             return_scores=body.return_scores,
             return_alignment=body.return_alignment,

@@ -12,6 +12,7 @@ The translation deployments, the language model's and the ingress are bound toge
 
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from ray.serve import Application
@@ -95,7 +96,8 @@ def build_app_with_options(
                 f"two served models share the deployment name {key!r}; give one a `deployment:`"
             )
         default = args.default_model in (manifest.id, manifest.name)
-        served.append(served_model(manifest, key, default=default))
+        entry = served_model(manifest, key, default=default)
+        served.append(replace(entry, max_source_tokens=spec.max_source_tokens))
         load = LoadSpec(str(store.root), manifest.id, manifest.version, args.runtime)
         handles[key] = TranslatorDeployment.options(name=key, **options.pop(key, {})).bind(
             load, spec.max_batch_tokens, spec.max_source_tokens
@@ -131,4 +133,5 @@ def build_app_with_options(
         generation=generator[0] if generator is not None else None,
         experiments=args.experiments,
         feedback_capacity=args.feedback_capacity,
+        store=str(store.root),
     )

@@ -33,7 +33,12 @@ class ModelArgs(BaseModel):
     max_batch_tokens: int = Field(
         8192, ge=16, description="Padded (rows x tokens) budget of one decode call."
     )
-    max_source_tokens: int = Field(256, ge=2, description="Longer inputs are truncated.")
+    max_source_tokens: int = Field(
+        256,
+        ge=2,
+        description="Longest source the replica decodes; the ingress splits longer sentences "
+        "at clause boundaries to fit.",
+    )
 
 
 DEFAULT_MODELS = [ModelArgs(id="es-en/transformer"), ModelArgs(id="es-en/rnnsearch")]

@@ -128,6 +128,38 @@ class TranslationClient:
         return dict(await asyncio.gather(*(one(m) for m in self.catalog.models)))
 
 
+class StoreTokenCounter:
+    """`service.api.backends.TokenCounter` with each served model's own tokenizer, read from
+    the store the replicas load from (tokenizer files only, loaded on first use), so the
+    ingress splits sentences exactly where the replica's source limit would cut them."""
+
+    def __init__(self, store: str, models: Sequence[ServedModel]):
+        self.store = store
+        self.models = {m.key: m for m in models}
+        self._tokenizers: dict[str, Any] = {}
+
+    def tokenizer(self, model: ServedModel) -> Any:
+        if model.key not in self._tokenizers:
+            from service.store import ModelStore
+            from service.store.registry import TOKENIZER_FILE, LoadedModel
+
+            store = ModelStore(self.store)
+            manifest = store.resolve(model.id, model.version)
+            directory = store.directory(manifest)
+            files = LoadedModel(
+                manifest=manifest,
+                model=None,
+                directory=directory,
+                tokenizer_path=directory / TOKENIZER_FILE,
+                extra_paths={name: directory / name for name in manifest.extra_files},
+            )
+            self._tokenizers[model.key] = files.tokenizer
+        return self._tokenizers[model.key]
+
+    def source_tokens(self, model: ServedModel, text: str) -> int:
+        return len(self.tokenizer(model).encode(text))
+
+
 class GenerationClient:
     """`service.api.backends.GenerationBackend` over the language model deployment's handle."""
 
@@ -181,6 +213,7 @@ class Ingress:
         experiments: Sequence[ExperimentConfig] = (),
         feedback_capacity: int = DEFAULT_FEEDBACK_CAPACITY,
         generation: ServedGenerator | None = None,  # the language model, if one is served
+        store: str | None = None,  # the model store: source tokenizers for sentence splitting
     ):
         self.settings = settings
         catalog = Catalog(models)
@@ -192,6 +225,7 @@ class Ingress:
             )
             if generation is not None
             else None,
+            tokens=StoreTokenCounter(store, models) if store is not None else None,
         )
         self.experiments = list(experiments)
         self.feedback_capacity = feedback_capacity

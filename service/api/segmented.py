@@ -1,0 +1,162 @@
+"""Texts in, sentences to the replicas, texts out: what every translation route decodes.
+
+The ingress splits each text into sentences (`service.text.segment`), splits a sentence longer
+than the model's source limit at clause boundaries, and sends all of them as the items of one
+`TranslationJob`: a page fills decode batches with sentence-sized rows instead of one row the
+model would truncate. `SegmentedResult` puts each text's translations back together with the
+original white space (line breaks, blank lines, indents).
+
+Scores and alignments, per text: a text's `score` is the mean of its units' scores weighted
+by their output tokens (each unit's score is a length-normalised log-probability, so this is
+the per-token log-probability of the whole translation); its alignment is per unit (one
+matrix per sentence or clause, in `segments`), since attention never spans two decode items.
+The k-th alternative of a text joins each unit's k-th hypothesis (its last when it has fewer).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from service.api.backends import Backends
+from service.api.errors import ApiError
+from service.api.settings import ApiSettings
+from service.contracts import (
+    DecodeFailed,
+    ItemOutcome,
+    JobResult,
+    ServedModel,
+    TranslationJob,
+)
+from service.decoding.search import DecodeOptions
+from service.decoding.translator import Candidate
+from service.text.segment import Layout, fit_units, segment_text
+
+
+@dataclass(frozen=True)
+class TextOutcome:
+    """One input text: its layout and the outcome of each of its units, in order."""
+
+    layout: Layout
+    items: list[ItemOutcome]
+
+    def candidate(self, rank: int) -> list[Candidate]:
+        """The rank-th hypothesis of each unit (a unit's last if it has fewer)."""
+        return [
+            item.translation.candidates[min(rank, len(item.translation.candidates) - 1)]
+            for item in self.items
+        ]
+
+    def text(self, rank: int = 0) -> str:
+        return self.layout.join([c.text for c in self.candidate(rank)])
+
+    def score(self, rank: int = 0) -> float:
+        """Output-token-weighted mean of the units' scores (see the module docstring)."""
+        candidates = self.candidate(rank)
+        weights = [max(1, c.tokens) for c in candidates]
+        return sum(c.score * w for c, w in zip(candidates, weights, strict=True)) / sum(weights)
+
+    @property
+    def n_best(self) -> int:
+        return max(len(item.translation.candidates) for item in self.items)
+
+    @property
+    def input_tokens(self) -> int:
+        return sum(item.translation.input_tokens for item in self.items)
+
+    @property
+    def output_tokens(self) -> int:
+        return sum(c.tokens for c in self.candidate(0))
+
+
+@dataclass(frozen=True)
+class SegmentedResult:
+    result: JobResult  # one item per unit, all texts' units in order
+    texts: list[TextOutcome]
+
+
+def source_fits(backends: Backends, model: ServedModel):
+    """Whether a piece of text fits `model`'s source limit (EOS included)."""
+    limit = model.max_source_tokens
+    if limit is None:
+        return lambda text: True
+    if backends.tokens is None:
+        return lambda text: len(text.encode("utf-8")) + 1 <= limit
+    return lambda text: backends.tokens.source_tokens(model, text) + 1 <= limit
+
+
+def layouts_for(
+    settings: ApiSettings,
+    backends: Backends,
+    model: ServedModel,
+    texts: list[str],
+    *,
+    field: str = "text",
+    single: bool = False,
+) -> list[Layout]:
+    """Each text as units that fit `model`, or a 422 naming the text that cannot be split
+    small enough, or a request with more units than `settings.max_sentences`."""
+    total = sum(len(text) for text in texts)
+    if total > settings.max_request_chars:
+        raise ApiError(
+            422,
+            "validation_error",
+            f"{field}: {total} characters in all; at most {settings.max_request_chars} per request",
+            field=field,
+        )
+    fits = source_fits(backends, model)
+    layouts = []
+    for index, text in enumerate(texts):
+        name = field if single else f"{field}[{index}]"
+        layout = segment_text(text, model.source)
+        stuck = fit_units(layout, fits)
+        if stuck is not None:
+            unit = layout.units[stuck]
+            shown = unit if len(unit) <= 80 else unit[:77] + "..."
+            raise ApiError(
+                422,
+                "validation_error",
+                f"{name}: the sentence {shown!r} is longer than model {model.id}'s source limit "
+                f"of {model.max_source_tokens} tokens and has no clause boundary (punctuation or "
+                "a conjunction) to split it at",
+                field=name,
+            )
+        layouts.append(layout)
+    units = sum(len(layout.units) for layout in layouts)
+    if units > settings.max_sentences:
+        raise ApiError(
+            422,
+            "validation_error",
+            f"{field}: {units} sentences in all; at most {settings.max_sentences} per request",
+            field=field,
+        )
+    return layouts
+
+
+async def translate_segmented(
+    backends: Backends,
+    model: ServedModel,
+    layouts: list[Layout],
+    options: DecodeOptions,
+    request_id: str,
+    *,
+    field: str = "text",
+    single: bool = False,
+) -> SegmentedResult:
+    """One job of every text's units; each unit that failed fails the request, naming its text."""
+    units = [unit for layout in layouts for unit in layout.units]
+    result = await backends.translation.translate(model, TranslationJob(units, options, request_id))
+    if len(result.items) != len(units):
+        raise DecodeFailed(f"{len(result.items)} results for {len(units)} sentences")
+    texts = []
+    offset = 0
+    for index, layout in enumerate(layouts):
+        items = result.items[offset : offset + len(layout.units)]
+        offset += len(layout.units)
+        for item in items:
+            if item.error is not None or item.translation is None:
+                name = field if single else f"{field}[{index}]"
+                raise DecodeFailed(
+                    f"{name} could not be translated: {item.error or 'no result'}", field=name
+                )
+        texts.append(TextOutcome(layout, list(items)))
+    return SegmentedResult(result, texts)

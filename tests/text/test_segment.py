@@ -1,0 +1,69 @@
+"""Sentence segmentation keeps every character, and long sentences split at clause boundaries."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.text.segment import fit_units, segment_text, split_clauses
+
+TEXTS = [
+    "Primera línea.\nSegunda línea.\n\nTercer párrafo.",
+    "  Hola. ¿Qué tal?  Bien.  \n",
+    "Title without a stop\n\n   indented line. Another one!\r\n",
+    "The Lord is my shepherd. I shall not want.",
+    "one\n\n\n",
+    "\n\nx",
+]
+
+
+@pytest.mark.parametrize("text", TEXTS)
+@pytest.mark.parametrize("language", ["es", "en", "fr"])
+def test_layout_rebuilds_the_text_exactly(text, language):
+    layout = segment_text(text, language)
+    assert layout.join(layout.units) == text
+    assert all(unit and unit == unit.strip() for unit in layout.units)
+    assert layout.sentences == len(layout.units)
+
+
+def test_lines_and_sentences_become_units_with_their_white_space():
+    layout = segment_text("Primera línea.\nSegunda línea.\n\nTercer párrafo.", "es")
+    assert layout.units == ["Primera línea.", "Segunda línea.", "Tercer párrafo."]
+    assert layout.gaps == ["\n", "\n\n", ""]
+    layout = segment_text("  Hola. ¿Qué tal?  Bien.", "es")
+    assert (layout.prefix, layout.units, layout.gaps) == (
+        "  ",
+        ["Hola.", "¿Qué tal?", "Bien."],
+        [" ", "  ", ""],
+    )
+    assert layout.join(["A", "B", "C"]) == "  A B  C"
+
+
+def test_english_abbreviations_do_not_split():
+    assert segment_text("Mr. Smith arrived at 3 p.m. today. He left.", "en").units == [
+        "Mr. Smith arrived at 3 p.m. today.",
+        "He left.",
+    ]
+
+
+def test_split_clauses_prefers_punctuation_then_conjunctions():
+    def short(text):
+        return len(text) <= 20
+
+    pieces = split_clauses("Uno dos tres, cuatro cinco seis y siete ocho nueve.", short)
+    assert pieces == [
+        ("Uno dos tres,", " "),
+        ("cuatro cinco seis", " "),
+        ("y siete ocho nueve.", ""),
+    ]
+    assert split_clauses("short", short) == [("short", "")]
+    assert split_clauses("averyveryverylongwordwithoutanyboundary", short) is None
+
+
+def test_fit_units_splits_in_place_and_keeps_the_layout():
+    text = "Corta.\nUno dos tres, cuatro cinco seis y siete ocho nueve.\n"
+    layout = segment_text(text, "es")
+    assert fit_units(layout, lambda unit: len(unit) <= 20) is None
+    assert layout.sentences == 2 and len(layout.units) == 4
+    assert layout.join(layout.units) == text
+    stuck = segment_text("Bien.\nPalabrademasiadolargaparacaber.", "es")
+    assert fit_units(stuck, lambda unit: len(unit) <= 20) == 1

@@ -5,6 +5,7 @@ import typer
 from service.bench.cli import bench_app
 from service.compare.cli import compare_command
 from service.serving.cli import serve_command
+from service.serving.keys_cli import keys_app
 from service.store.cli import import_marian_command, models_app
 from service.text.cli import data_app
 from service.training.cli import (
@@ -18,6 +19,7 @@ app = typer.Typer(no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 app.add_typer(models_app, name="models")
 app.add_typer(data_app, name="data")
+app.add_typer(keys_app, name="keys")
 app.command("import-marian")(import_marian_command)
 app.command("train")(train_command)
 app.command("eval")(eval_command)

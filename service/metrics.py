@@ -160,7 +160,37 @@ MODEL_INFO = MetricSpec(
     ("model", "version", "arch", "parameters", "device", "dtype"),
 )
 
-INGRESS_METRICS = (REQUESTS, REQUEST_LATENCY, AB_ASSIGNMENTS, FEEDBACK, FEEDBACK_RATING)
+# Usage per API key, at the ingress (service/api/access.py). Labelled by the key's name,
+# never by the key; 'none' when keys are off (the caller is then a client address, which
+# would make one series per address).
+KEY_REQUESTS = MetricSpec(
+    "api_key_requests_total",
+    "counter",
+    "Requests let through by the key and rate-limit check, by API key name.",
+    ("key",),
+)
+KEY_CHARACTERS = MetricSpec(
+    "api_key_characters_total",
+    "counter",
+    "Characters of the texts and prompts (q, text, prompt) of those requests, by API key name.",
+    ("key",),
+)
+KEY_RATE_LIMITED = MetricSpec(
+    "api_key_rate_limited_total",
+    "counter",
+    "Requests refused with 429, by API key name and the limit (requests | characters).",
+    ("key", "limit"),
+)
+USAGE_METRICS = (KEY_REQUESTS, KEY_CHARACTERS, KEY_RATE_LIMITED)
+
+INGRESS_METRICS = (
+    REQUESTS,
+    REQUEST_LATENCY,
+    AB_ASSIGNMENTS,
+    FEEDBACK,
+    FEEDBACK_RATING,
+    *USAGE_METRICS,
+)
 MODEL_METRICS = (
     QUEUE_WAIT,
     BATCH_SIZE,
@@ -294,6 +324,9 @@ class IngressMetrics:
         self._assignments = _Metric(AB_ASSIGNMENTS)
         self._feedback = _Metric(FEEDBACK)
         self._rating = _Metric(FEEDBACK_RATING)
+        self._key_requests = _Metric(KEY_REQUESTS)
+        self._key_characters = _Metric(KEY_CHARACTERS)
+        self._key_rate_limited = _Metric(KEY_RATE_LIMITED)
 
     def request(self, labels: Mapping[str, str], seconds: float) -> None:
         self._requests.record(1, labels)
@@ -305,6 +338,14 @@ class IngressMetrics:
     def feedback(self, labels: Mapping[str, str], rating: int) -> None:
         self._feedback.record(1, {**labels, "rating": rating})
         self._rating.record(rating, labels)
+
+    def usage(self, key: str, characters: int) -> None:
+        """One request let through for the key named `key` (see `access.UsageRecorder`)."""
+        self._key_requests.record(1, {"key": key})
+        self._key_characters.record(characters, {"key": key})
+
+    def rate_limited(self, key: str, limit: str) -> None:
+        self._key_rate_limited.record(1, {"key": key, "limit": limit})
 
 
 class ModelMetrics:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from fastapi import FastAPI
 
+from service.api.access import Access, AccessMiddleware, document_access, usage_router
 from service.api.backends import Backends
 from service.api.compare import compare_router
 from service.api.errors import (
@@ -52,10 +53,12 @@ def create_app(
     experiments: Sequence[ExperimentConfig] = (),
     recorder: Recorder | None = None,
     feedback_capacity: int = DEFAULT_FEEDBACK_CAPACITY,
+    access: Access | None = None,
 ) -> FastAPI:
     """`behind_serve_proxy`: Ray Serve's proxy sets and echoes X-Request-ID itself.
     `experiments`, `recorder`, `feedback_capacity`: see service/api/experiments.py and
-    service/api/observability.py."""
+    service/api/observability.py. `access`: API keys and rate limits (service/api/access.py);
+    None, or one with neither keys nor limits, lets every request through."""
     recorder = recorder or NullRecorder()
     ab = ABTesting(experiments, backends.catalog, recorder, feedback_capacity)
 
@@ -72,8 +75,12 @@ def create_app(
         feedback_router(ab),
         compare_router(settings, backends),
         generation_router(backends),
+        usage_router(access),
     ]
     # add_middleware wraps: the last added runs first.
+    if access is not None and access.limited:
+        app.add_middleware(AccessMiddleware, access=access)
+        document_access(app, access)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(CatchAllMiddleware)
     paths = {route.path for router in routers for route in router.routes}

@@ -134,4 +134,7 @@ def build_app_with_options(
         experiments=args.experiments,
         feedback_capacity=args.feedback_capacity,
         store=str(store.root),
+        # Resolved here, where the working directory is the operator's.
+        keys=args.api.keys.model_copy(update={"db": str(args.keys_db())}),
+        rate_limit=args.api.rate_limit,
     )

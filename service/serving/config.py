@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.api.access import KeySettings, RateLimitSettings, default_db
 from service.api.experiments import DEFAULT_FEEDBACK_CAPACITY, ExperimentConfig
 from service.api.settings import ApiSettings, GenerationSettings
 from service.serving.runtime import RuntimeArgs
@@ -62,6 +63,16 @@ class GenerationArgs(GenerationSettings):
         return GenerationSettings(**self.model_dump(include=set(GenerationSettings.model_fields)))
 
 
+class ApiArgs(ApiSettings):
+    """The HTTP API's limits, and who may call it how often (service/api/access.py)."""
+
+    keys: KeySettings = Field(default_factory=KeySettings, description="API keys; off by default.")
+    rate_limit: RateLimitSettings = Field(
+        default_factory=RateLimitSettings,
+        description="Limits per caller (per key, else per client address); none by default.",
+    )
+
+
 class AppArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -73,7 +84,7 @@ class AppArgs(BaseModel):
     models: list[ModelArgs] = Field(default_factory=lambda: list(DEFAULT_MODELS), min_length=1)
     default_model: str = Field("transformer", description="Answers requests naming no model.")
     runtime: RuntimeArgs = Field(default_factory=RuntimeArgs)
-    api: ApiSettings = Field(default_factory=ApiSettings)
+    api: ApiArgs = Field(default_factory=ApiArgs)
     generation: GenerationArgs | None = Field(
         default_factory=GenerationArgs, description="Text generation; null turns it off."
     )
@@ -87,6 +98,12 @@ class AppArgs(BaseModel):
         ge=0,
         description="Request ids each ingress replica remembers for POST /v1/feedback (an LRU).",
     )
+
+    def keys_db(self) -> Path:
+        """`api.keys.db` from the working directory; default `keys.sqlite` beside the store."""
+        if self.api.keys.db is None:
+            return default_db(self.store_path())
+        return (Path.cwd() / Path(self.api.keys.db).expanduser()).resolve()
 
     def store_path(self) -> Path:
         path = Path(self.store).expanduser()

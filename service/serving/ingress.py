@@ -21,6 +21,7 @@ from ray import serve
 from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
+from service.api.access import KeySettings, RateLimitSettings
 from service.api.app import create_app
 from service.api.backends import Backends
 from service.api.catalog import Catalog
@@ -39,6 +40,7 @@ from service.contracts import (
     TranslationJob,
 )
 from service.metrics import IngressMetrics
+from service.serving.ratelimit import serving_access
 
 logger = logging.getLogger("ray.serve")
 
@@ -214,6 +216,8 @@ class Ingress:
         feedback_capacity: int = DEFAULT_FEEDBACK_CAPACITY,
         generation: ServedGenerator | None = None,  # the language model, if one is served
         store: str | None = None,  # the model store: source tokenizers for sentence splitting
+        keys: KeySettings | None = None,  # API keys, the db path absolute
+        rate_limit: RateLimitSettings | None = None,
     ):
         self.settings = settings
         catalog = Catalog(models)
@@ -230,6 +234,9 @@ class Ingress:
         self.experiments = list(experiments)
         self.feedback_capacity = feedback_capacity
         self.metrics = IngressMetrics()
+        self.access = serving_access(
+            keys or KeySettings(), rate_limit or RateLimitSettings(), self.metrics
+        )
 
     def __serve_build_asgi_app__(self):
         return create_app(
@@ -239,4 +246,5 @@ class Ingress:
             experiments=self.experiments,
             recorder=self.metrics,
             feedback_capacity=self.feedback_capacity,
+            access=self.access,
         )

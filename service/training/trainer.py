@@ -31,7 +31,7 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,8 @@ import torch
 from torch import Tensor, nn
 
 from service.models import build_model, config_to_dict, count_parameters, make_config
+from service.models.device import resolve_device
+from service.store.registry import sha256_file
 from service.training.data import Batch, LMBatch
 from service.training.tasks import Task, default_label_smoothing, task_for
 
@@ -220,12 +222,6 @@ def load_weights(path: Path, model: nn.Module) -> None:
 # Devices and data.
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def _default_tokenizer_path(config: TrainConfig) -> Path:
     if config.tokenizer_path:
         return Path(config.tokenizer_path)
@@ -246,12 +242,6 @@ def _load_split(split: str, config: TrainConfig):
     return load_split(split, Path(config.data_dir) if config.data_dir else DEFAULT_DATA_DIR)
 
 
-def _file_sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def _preload_finalisation_modules(config: TrainConfig, task: Task) -> None:
     """Import now what the end of the run needs, so edits made to the working tree during a
     long run cannot break its evaluation or its save."""
@@ -265,6 +255,23 @@ def _preload_finalisation_modules(config: TrainConfig, task: Task) -> None:
 
 
 # The loop.
+
+
+@dataclass
+class _LogWindow:
+    """Training loss and target tokens since the last progress report."""
+
+    loss_sum: float = 0.0  # per-token loss times tokens, summed over steps
+    tokens: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+    def add(self, loss: float, tokens: int) -> None:
+        self.loss_sum += loss * tokens
+        self.tokens += tokens
+
+    @property
+    def mean_loss(self) -> float:
+        return self.loss_sum / max(self.tokens, 1)
 
 
 class _StopFlag:
@@ -344,7 +351,7 @@ class Trainer:
             data_dir = Path(config.data_dir) if config.data_dir else DEFAULT_DATA_DIR
             for split in ("train", "valid", "test"):
                 if (data_dir / f"{split}.tsv.gz").is_file():
-                    self.data_sha256[split] = _file_sha256(data_dir / f"{split}.tsv.gz")
+                    self.data_sha256[split] = sha256_file(data_dir / f"{split}.tsv.gz")
         train_pairs = train_pairs if train_pairs is not None else _load_split("train", config)
         valid_pairs = valid_pairs if valid_pairs is not None else _load_split("valid", config)
         if config.valid_limit:
@@ -557,90 +564,31 @@ class Trainer:
 
     def fit(self) -> str:
         """Train until a limit; returns why it stopped. Checkpoints stay in `out`."""
-        c = self.config
         self._started = time.perf_counter()
-        budget = c.max_minutes * 60 if c.max_minutes > 0 else math.inf
         stop = _StopFlag()
         stop.install()
-        progress = None
         self._epoch_batches = len(self.sampler.plan(self.epoch))
-        self.log(
-            f"{c.arch}/{c.preset}: {count_parameters(self.model):,} parameters on {self.device}, "
-            f"{len(self.train_examples):,} train examples, {self._epoch_batches} batches/epoch "
-            f"of <= {c.max_tokens} padded tokens, {self.sampler.target_tokens:,} target "
-            f"tokens/epoch",
-            event="start",
-            step=self.step,
-            parameters=count_parameters(self.model),
-        )
-        window_loss, window_tokens, window_steps = 0.0, 0, 0
-        window_started = time.perf_counter()
-        reason = "max_epochs"
+        self._log_start()
+        window = _LogWindow()
+        progress = None
+        reason = None
         last_eval_step = self.step
         try:
-            if sys.stderr.isatty():
-                from tqdm import tqdm
-
-                progress = tqdm(total=c.max_steps or None, initial=self.step, unit="step")
-            while self.epoch < c.max_epochs:
-                plan = self.sampler.plan(self.epoch)
-                self._epoch_batches = len(plan)
-                for indices in plan[self.batch_in_epoch :]:
-                    # Limits are checked before a step, so resuming a finished run only finalises.
-                    if c.max_steps and self.step >= c.max_steps:
-                        reason = "max_steps"
+            progress = self._progress_bar()
+            for indices in self._remaining_batches():
+                reason = self._limit_reached(stop)
+                if reason is not None:
+                    break
+                self._train_on(indices, window, progress)
+                if self.step % self.config.log_every == 0:
+                    self._log_progress(window, progress)
+                    window = _LogWindow()
+                if self.step % self.config.eval_every == 0:
+                    last_eval_step = self.step
+                    if self._evaluate_and_checkpoint():
+                        reason = "early_stopping"
                         break
-                    if self._elapsed() >= budget:
-                        reason = "max_minutes"
-                        break
-                    if stop.reason:
-                        reason = stop.reason
-                        break
-                    loss, tokens = self.train_step(self.sampler.collate(indices))
-                    if not math.isfinite(loss):
-                        raise FloatingPointError(f"loss is {loss} at step {self.step}")
-                    self.batch_in_epoch += 1
-                    self.tokens_seen += tokens
-                    window_loss += loss * tokens
-                    window_tokens += tokens
-                    window_steps += 1
-                    if progress is not None:
-                        progress.update(1)
-                    if self.step % c.log_every == 0:
-                        seconds = time.perf_counter() - window_started
-                        rate = window_tokens / max(seconds, 1e-9)
-                        lr = self.optimizer.param_groups[0]["lr"]
-                        mean = window_loss / max(window_tokens, 1)
-                        if progress is not None:
-                            progress.set_postfix(
-                                loss=f"{mean:.3f}", tok_s=f"{rate:.0f}", lr=f"{lr:.2e}"
-                            )
-                        else:
-                            epoch_pos = self.epoch + self.batch_in_epoch / self._epoch_batches
-                            self.log(
-                                f"step {self.step} epoch {epoch_pos:.2f} loss {mean:.4f} "
-                                f"lr {lr:.2e} {rate:.0f} tgt tok/s "
-                                f"elapsed {(self.elapsed_before + self._elapsed()) / 60:.1f} min",
-                                event="train",
-                                step=self.step,
-                                loss=mean,
-                                lr=lr,
-                                tokens_per_s=rate,
-                            )
-                        self.last_train_loss = mean
-                        self.last_tokens_per_s = rate
-                        window_loss, window_tokens, window_steps = 0.0, 0, 0
-                        window_started = time.perf_counter()
-                    if self.step % c.eval_every == 0:
-                        last_eval_step = self.step
-                        if self._evaluate_and_checkpoint():
-                            reason = "early_stopping"
-                            break
-                else:
-                    self.epoch += 1
-                    self.batch_in_epoch = 0
-                    continue
-                break
+            reason = reason or "max_epochs"  # every batch of every epoch was trained on
         finally:
             stop.restore()
             if progress is not None:
@@ -653,6 +601,78 @@ class Trainer:
             f"stopped after step {self.step}: {reason}", event="stop", step=self.step, reason=reason
         )
         return reason
+
+    def _log_start(self) -> None:
+        c = self.config
+        self.log(
+            f"{c.arch}/{c.preset}: {count_parameters(self.model):,} parameters on {self.device}, "
+            f"{len(self.train_examples):,} train examples, {self._epoch_batches} batches/epoch "
+            f"of <= {c.max_tokens} padded tokens, {self.sampler.target_tokens:,} target "
+            f"tokens/epoch",
+            event="start",
+            step=self.step,
+            parameters=count_parameters(self.model),
+        )
+
+    def _progress_bar(self):
+        """A tqdm bar on a terminal; None elsewhere, and log lines stand in for it."""
+        if not sys.stderr.isatty():
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=self.config.max_steps or None, initial=self.step, unit="step")
+
+    def _remaining_batches(self) -> Iterator[list[int]]:
+        """The batches still to train on, epoch after epoch, from where the run stands.
+
+        `epoch` advances only once every batch of it was asked for, so a run stopped after an
+        epoch's last batch resumes at that epoch's end, and the next one starts afresh.
+        """
+        while self.epoch < self.config.max_epochs:
+            plan = self.sampler.plan(self.epoch)
+            self._epoch_batches = len(plan)
+            yield from plan[self.batch_in_epoch :]
+            self.epoch += 1
+            self.batch_in_epoch = 0
+
+    def _limit_reached(self, stop: _StopFlag) -> str | None:
+        """Why to stop before the next step, or None. Checked before a step, so resuming a
+        finished run only finalises."""
+        c = self.config
+        if c.max_steps and self.step >= c.max_steps:
+            return "max_steps"
+        if c.max_minutes > 0 and self._elapsed() >= c.max_minutes * 60:
+            return "max_minutes"
+        return stop.reason
+
+    def _train_on(self, indices: list[int], window: _LogWindow, progress) -> None:
+        loss, tokens = self.train_step(self.sampler.collate(indices))
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss} at step {self.step}")
+        self.batch_in_epoch += 1
+        self.tokens_seen += tokens
+        window.add(loss, tokens)
+        if progress is not None:
+            progress.update(1)
+
+    def _log_progress(self, window: _LogWindow, progress) -> None:
+        """Loss and throughput since the last report: on the bar, or as a log line."""
+        rate = window.tokens / max(time.perf_counter() - window.started, 1e-9)
+        lr = self.optimizer.param_groups[0]["lr"]
+        mean = window.mean_loss
+        if progress is not None:
+            progress.set_postfix(loss=f"{mean:.3f}", tok_s=f"{rate:.0f}", lr=f"{lr:.2e}")
+            return
+        epoch_pos = self.epoch + self.batch_in_epoch / self._epoch_batches
+        self.log(
+            f"step {self.step} epoch {epoch_pos:.2f} loss {mean:.4f} lr {lr:.2e} {rate:.0f} "
+            f"tgt tok/s elapsed {(self.elapsed_before + self._elapsed()) / 60:.1f} min",
+            event="train",
+            step=self.step,
+            loss=mean,
+            lr=lr,
+            tokens_per_s=rate,
+        )
 
     # Finalisation: best weights -> test metrics -> model store.
 
@@ -700,7 +720,7 @@ class Trainer:
         if self.data_sha256:
             facts["data_sha256"] = dict(self.data_sha256)
         if self.tokenizer_path.is_file():
-            facts["tokenizer_sha256"] = _file_sha256(self.tokenizer_path)
+            facts["tokenizer_sha256"] = sha256_file(self.tokenizer_path)
         return facts
 
     def run(self) -> TrainResult:

@@ -16,6 +16,7 @@ Every request counts, whatever its answer, except those refused here.
 
 # No `from __future__ import annotations`: FastAPI must see the response model.
 
+import asyncio
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -304,13 +305,21 @@ class AccessMiddleware:
 
 
 async def _refresh(keys: KeyCache) -> None:
-    import asyncio
-
-    if keys.stale():
-        try:
-            await asyncio.to_thread(keys.refresh)
-        except Exception:
-            logger.warning("cannot read the key database %s", keys.store.path, exc_info=True)
+    """Re-read a stale key cache off the event loop; one re-read at a time (requests that
+    come meanwhile use the current view, unless there is none yet)."""
+    if not keys.stale():
+        return
+    if keys.refreshing is not None:
+        if keys.known() == 0:
+            await asyncio.wait([keys.refreshing])  # its failure is the first one's to log
+        return
+    keys.refreshing = asyncio.ensure_future(asyncio.to_thread(keys.refresh))
+    try:
+        await asyncio.shield(keys.refreshing)
+    except Exception:
+        logger.warning("cannot read the key database %s", keys.store.path, exc_info=True)
+    finally:
+        keys.refreshing = None
 
 
 async def _read_body(receive: Receive) -> tuple[bytes, bool | None]:
@@ -428,6 +437,7 @@ def document_access(app: FastAPI, access: Access) -> None:
             for operation in operations.values():
                 responses = operation.setdefault("responses", {})
                 if access.keys_required:
+                    _describe_body_key(operation)
                     operation["security"] = (
                         [{"Bearer": []}, {"ApiKeyQuery": []}]
                         if openai_style
@@ -448,6 +458,14 @@ def document_access(app: FastAPI, access: Access) -> None:
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _describe_body_key(operation: dict[str, Any]) -> None:
+    """A body's `api_key` field (LibreTranslate's) is no longer ignored once keys are on."""
+    for media in operation.get("requestBody", {}).get("content", {}).values():
+        field = media.get("schema", {}).get("properties", {}).get("api_key")
+        if isinstance(field, dict):
+            field["description"] = "Your API key (or send it as the api_key query parameter)."
 
 
 def default_db(store: Path) -> Path:

@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 KEY_PREFIX = "sk-"  # makes a leaked key easy to recognise (and to grep for)
 NAME_PATTERN = r"^[A-Za-z0-9_.@-]{1,64}$"
@@ -146,6 +147,7 @@ class KeyCache:
         self._by_name: dict[str, KeyRecord] = {}
         self._read_at: float | None = None
         self._pending: dict[str, UsageDelta] = {}
+        self.refreshing: Any = None  # the re-read under way, if any (an asyncio future)
 
     def stale(self) -> bool:
         return self._read_at is None or self.clock() - self._read_at >= self.ttl_s

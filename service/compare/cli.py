@@ -62,10 +62,10 @@ def compare_command(
 
     from service.compare.report import compare_splits, parse_model_spec
     from service.decoding.search import DecodeOptions
+    from service.models.device import resolve_device
     from service.store import ModelStore, ModelStoreError
     from service.text.corpus import load_split
     from service.training import apertium as peer
-    from service.training.trainer import resolve_device
 
     specs = [parse_model_spec(m, version) for m in models.split(",") if m.strip()]
     if not specs:

@@ -149,9 +149,9 @@ def train_command(
 
 def _load(model: str, version: int | None, root: Path, device: str, dtype: str | None = None):
     """Load from the store; translators are prepared for inference at `dtype`."""
+    from service.models.device import resolve_device
     from service.models.precision import DTYPES, prepare_for_inference
     from service.store import ModelStore
-    from service.training.trainer import resolve_device
 
     if dtype is not None and dtype not in DTYPES:
         raise typer.BadParameter(f"choose from {', '.join(DTYPES)}", param_hint="--dtype")

@@ -6,7 +6,8 @@ streams from the language model's. The clients are where Ray's transport errors 
 domain errors of `service.contracts` (`Overloaded`, `ModelUnavailable`, `Timeout`), in one
 function, `domain_error`; the API layer maps those to HTTP and never sees Ray.
 
-This is the only module that imports both Ray and the API layer.
+This module and `ratelimit` (the limiter actor every ingress replica shares) are the only ones
+that import both Ray and the API layer.
 """
 
 from __future__ import annotations

@@ -284,6 +284,7 @@ class AccessMiddleware:
                 access.recorder.rate_limited(label, decision.limit or "requests")
                 if access.keys is not None and record is not None:
                     access.keys.count(record.name, rate_limited=1)
+                    _flush_later(access.keys)
                 await self._deny(
                     scope,
                     send,
@@ -296,6 +297,7 @@ class AccessMiddleware:
         access.recorder.usage(label, characters)
         if access.keys is not None and record is not None:
             access.keys.count(record.name, requests=1, characters=characters)
+            _flush_later(access.keys)
 
         if data is not None and "api_key" in data and is_openai_style(scope["path"]):
             # The v1 bodies forbid unknown fields; the key has done its work.
@@ -320,6 +322,20 @@ async def _refresh(keys: KeyCache) -> None:
         logger.warning("cannot read the key database %s", keys.store.path, exc_info=True)
     finally:
         keys.refreshing = None
+
+
+def _flush_later(keys: KeyCache) -> None:
+    """Write the counts within one TTL even if no request comes to trigger a re-read."""
+    if keys.flush_scheduled:
+        return
+    keys.flush_scheduled = True
+
+    def flush() -> None:
+        keys.flush_scheduled = False
+        keys.expire()  # the re-read flushes
+        asyncio.ensure_future(_refresh(keys))
+
+    asyncio.get_running_loop().call_later(keys.ttl_s, flush)
 
 
 async def _read_body(receive: Receive) -> tuple[bytes, bool | None]:

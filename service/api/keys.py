@@ -148,6 +148,11 @@ class KeyCache:
         self._read_at: float | None = None
         self._pending: dict[str, UsageDelta] = {}
         self.refreshing: Any = None  # the re-read under way, if any (an asyncio future)
+        self.flush_scheduled = False
+
+    def expire(self) -> None:
+        """Make the next `stale()` true."""
+        self._read_at = None
 
     def stale(self) -> bool:
         return self._read_at is None or self.clock() - self._read_at >= self.ttl_s

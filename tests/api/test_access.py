@@ -6,6 +6,7 @@ tests/serving/test_ratelimit.py."""
 from __future__ import annotations
 
 import sqlite3
+import time
 
 import pytest
 from fastapi.testclient import TestClient
@@ -270,3 +271,18 @@ def test_global_limit_by_client_address_and_x_forwarded_for():
         spec = client.get("/openapi.json").json()
         assert "429" in spec["paths"]["/v1/translate"]["post"]["responses"]
         assert "429" not in spec["paths"]["/healthz"]["get"]["responses"]
+
+
+def test_usage_reaches_the_database_without_further_requests(tmp_path):
+    store = KeyStore(tmp_path / "keys.sqlite")
+    _, key = store.add("carol")
+    access = Access(True, RateLimitSettings(), LocalLimiter(), KeyCache(store, ttl_s=0.2))
+    with make_client(access) as client:
+        assert client.post(
+            "/v1/translate", json={"text": "hola"}, params={"api_key": key}
+        ).is_success
+        deadline = time.monotonic() + 5
+        while store.records()[0].requests == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    [record] = store.records()
+    assert (record.requests, record.characters) == (1, 4)

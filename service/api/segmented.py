@@ -28,7 +28,7 @@ from service.contracts import (
     TranslationJob,
 )
 from service.decoding.search import DecodeOptions
-from service.decoding.translator import Candidate
+from service.decoding.translator import Candidate, Translation
 from service.text.segment import Layout, fit_units, segment_text
 
 
@@ -92,6 +92,7 @@ def layouts_for(
     *,
     field: str = "text",
     single: bool = False,
+    unchanged: frozenset[int] = frozenset(),
 ) -> list[Layout]:
     """Each text as units that fit `model`, or a 422 naming the text that cannot be split
     small enough, or a request with more units than `settings.max_sentences`."""
@@ -108,7 +109,7 @@ def layouts_for(
     for index, text in enumerate(texts):
         name = field if single else f"{field}[{index}]"
         layout = segment_text(text, model.source)
-        stuck = fit_units(layout, fits)
+        stuck = None if index in unchanged else fit_units(layout, fits)
         if stuck is not None:
             unit = layout.units[stuck]
             shown = unit if len(unit) <= 80 else unit[:77] + "..."
@@ -121,7 +122,7 @@ def layouts_for(
                 field=name,
             )
         layouts.append(layout)
-    units = sum(len(layout.units) for layout in layouts)
+    units = sum(len(layout.units) for i, layout in enumerate(layouts) if i not in unchanged)
     if units > settings.max_sentences:
         raise ApiError(
             422,
@@ -130,6 +131,16 @@ def layouts_for(
             field=field,
         )
     return layouts
+
+
+def unchanged_outcome(layout: Layout) -> TextOutcome:
+    """A text already in the target language: each unit comes back as it was, decoded by no
+    model (no tokens, score 0: probability 1, no alignment)."""
+    items = [
+        ItemOutcome(Translation([Candidate(unit, 0.0, 0, True)], 0), 0.0, 0.0, 0)
+        for unit in layout.units
+    ]
+    return TextOutcome(layout, items)
 
 
 async def translate_segmented(
@@ -141,15 +152,26 @@ async def translate_segmented(
     *,
     field: str = "text",
     single: bool = False,
+    unchanged: frozenset[int] = frozenset(),
 ) -> SegmentedResult:
-    """One job of every text's units; each unit that failed fails the request, naming its text."""
-    units = [unit for layout in layouts for unit in layout.units]
-    result = await backends.translation.translate(model, TranslationJob(units, options, request_id))
+    """One job of every text's units (but those of the `unchanged` texts, which come back as
+    they are); each unit that failed fails the request, naming its text."""
+    sent = [i for i in range(len(layouts)) if i not in unchanged]
+    units = [unit for i in sent for unit in layouts[i].units]
+    if units:
+        result = await backends.translation.translate(
+            model, TranslationJob(units, options, request_id)
+        )
+    else:  # nothing to translate: no job at all
+        result = JobResult([], model.id, model.version, 0.0)
     if len(result.items) != len(units):
         raise DecodeFailed(f"{len(result.items)} results for {len(units)} sentences")
     texts = []
     offset = 0
     for index, layout in enumerate(layouts):
+        if index in unchanged:
+            texts.append(unchanged_outcome(layout))
+            continue
         items = result.items[offset : offset + len(layout.units)]
         offset += len(layout.units)
         for item in items:

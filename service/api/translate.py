@@ -13,13 +13,30 @@ import math
 import time
 from collections.abc import Sequence
 from functools import lru_cache
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, create_model, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    create_model,
+    field_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from service.api.backends import Backends
+from service.api.detect import (
+    AUTO,
+    DetectedLanguage,
+    SourceChoice,
+    add_detect_route,
+    detect_sources,
+    detected_language,
+    detector_for,
+)
 from service.api.errors import ApiError, request_id_of
 from service.api.experiments import ABTesting, record_choice
 from service.api.schemas import (
@@ -74,6 +91,10 @@ EXAMPLES = [
 ]
 
 
+# A language code or `auto`, as one pattern so that errors name the field alone.
+SourceCode = Annotated[str, StringConstraints(pattern=r"^(?:[a-z]{2,3}|auto)$")]
+
+
 def _schema_extra(schema: dict[str, Any]) -> None:
     schema["examples"] = EXAMPLES
     largest_beam = schema["properties"]["n_best"].get("maximum")
@@ -87,8 +108,10 @@ class TranslateRequest(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", json_schema_extra=_schema_extra)
 
     text: Any = Field(description="A string or a list of strings to translate.")
-    source: LanguageCode | None = Field(
-        None, description="Source language code; omitted means the model's source (es)."
+    source: SourceCode | None = Field(
+        None,
+        description="Source language code, or `auto` to detect it per text (texts already in "
+        "the target language come back unchanged); omitted means the model's source (es).",
     )
     target: LanguageCode | None = Field(
         None, description="Target language code; omitted means the model's target (en)."
@@ -220,6 +243,9 @@ class TranslationResult(BaseModel):
         "per sentence in `segments`.",
     )
     sentences: int = Field(description="How many sentences the text was split into.")
+    detected_language: DetectedLanguage | None = Field(
+        None, description="With `source: auto`: the language detected, confidence 0-100."
+    )
     segments: list[Segment] | None = Field(
         None,
         description="What was decoded, sentence by sentence (a sentence longer than the "
@@ -333,10 +359,11 @@ def build_response(
     return_scores: bool,
     return_alignment: bool,
     started: float,
+    choice: SourceChoice | None = None,
 ) -> TranslateResponse:
     translations = []
     result = segmented.result
-    for outcome in segmented.texts:
+    for index, outcome in enumerate(segmented.texts):
         alternatives = None
         if n_best > 1:
             alternatives = [
@@ -354,6 +381,9 @@ def build_response(
                 alternatives=alternatives,
                 alignment=_alignment(outcome.candidate(0)[0]) if return_alignment and one else None,
                 sentences=outcome.layout.sentences,
+                detected_language=detected_language(choice.detections[index])
+                if choice is not None
+                else None,
                 segments=_segments(outcome, return_scores, return_alignment)
                 if return_scores or return_alignment
                 else None,
@@ -379,7 +409,9 @@ def build_response(
             queue_ms=result.queue_s * 1000,
             compute_ms=result.compute_s * 1000,
             total_ms=(time.perf_counter() - started) * 1000,
-            batch_sizes=[max(item.batch_size for item in o.items) for o in segmented.texts],
+            batch_sizes=[
+                max((item.batch_size for item in o.items), default=0) for o in segmented.texts
+            ],
         ),
     )
 
@@ -389,6 +421,7 @@ def translate_router(settings: ApiSettings, backends: Backends, ab: ABTesting) -
         settings, max_length_limit(settings, backends.catalog.models)
     )
     router = APIRouter(tags=["translation"])
+    add_detect_route(router, settings, backends)
 
     @router.post(
         "/v1/translate",
@@ -401,13 +434,22 @@ def translate_router(settings: ApiSettings, backends: Backends, ab: ABTesting) -
         body: TranslateRequestModel, request: Request, response: Response
     ) -> TranslateResponse:
         started = time.perf_counter()
+        source, target, choice = body.source, body.target, None
+        if source == AUTO:
+            if target is None:
+                target = backends.catalog.resolve(body.model, body.version).target
+            detector = detector_for(backends.catalog)
+            choice = detect_sources(detector, body.texts, target)
+            source = choice.single_source()
+            if source is None:  # nothing to translate, or not in any language: the default
+                target = body.target
         served, assignment = ab.choose(
             "/v1/translate",
             request.headers,
             body.model,
             body.version,
-            body.source,
-            body.target,
+            source,
+            target,
         )
         record_choice(request, ab.recorder, served, assignment)
         options = decode_options(
@@ -419,8 +461,11 @@ def translate_router(settings: ApiSettings, backends: Backends, ab: ABTesting) -
             return_alignment=body.return_alignment,
         )
         request_id = request_id_of(request)
-        layouts = layouts_for(settings, backends, served, body.texts)
-        segmented = await translate_segmented(backends, served, layouts, options, request_id)
+        unchanged = choice.unchanged if choice is not None else frozenset()
+        layouts = layouts_for(settings, backends, served, body.texts, unchanged=unchanged)
+        segmented = await translate_segmented(
+            backends, served, layouts, options, request_id, unchanged=unchanged
+        )
         ab.served(request_id, served, assignment, response)
         answer = build_response(
             request_id,
@@ -430,6 +475,7 @@ def translate_router(settings: ApiSettings, backends: Backends, ab: ABTesting) -
             return_scores=body.return_scores,
             return_alignment=body.return_alignment,
             started=started,
+            choice=choice,
         )
         if assignment is not None:
             answer.experiment, answer.variant = assignment.experiment, assignment.variant

@@ -307,8 +307,8 @@ def test_libretranslate_json_and_form(client, backend):
     response = client.post(
         "/translate",
         json={
-            "q": ["a b", "c"],
-            "source": "auto",
+            "q": ["uno dos", "tres"],
+            "source": "es",
             "target": "en",
             "alternatives": 2,
             "format": "text",
@@ -316,45 +316,43 @@ def test_libretranslate_json_and_form(client, backend):
         },
     )
     assert response.json() == {
-        "translatedText": ["A B", "C"],
-        "alternatives": [["A B #1", "A B #2"], ["C #1", "C #2"]],
+        "translatedText": ["UNO DOS", "TRES"],
+        "alternatives": [["UNO DOS #1", "UNO DOS #2"], ["TRES #1", "TRES #2"]],
     }
     response = client.post("/translate", data={"q": "hola", "source": "es", "target": "en"})
     assert response.json() == {"translatedText": "HOLA"}
 
 
+def assert_lt_error(response, status, *words):
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"} and isinstance(body["error"], str)
+    assert all(word in body["error"] for word in words), body["error"]
+
+
 def test_libretranslate_errors(client):
-    assert_error(
-        client.post("/translate", json={"q": "", "source": "es", "target": "en"}),
-        422,
-        "validation_error",
-        "q",
+    assert_lt_error(
+        client.post("/translate", json={"q": "", "source": "es", "target": "en"}), 400, "q"
     )
-    assert_error(
+    assert_lt_error(
         client.post(
             "/translate", json={"q": "a", "source": "es", "target": "en", "format": "html"}
         ),
-        422,
-        "validation_error",
+        400,
         "format",
     )
-    assert_error(
-        client.post("/translate", json={"q": "a", "source": "es", "target": "fr"}),
-        404,
-        "language_pair_not_supported",
-        "target",
+    assert_lt_error(
+        client.post("/translate", json={"q": "a", "source": "es", "target": "fr"}), 400, "target"
     )
-    assert_error(
+    assert_lt_error(
         client.post("/translate", content=b"{", headers={"content-type": "application/json"}),
-        422,
-        "validation_error",
-        "body",
+        400,
+        "not valid JSON",
     )
-    assert_error(
+    assert_lt_error(
         client.post("/translate", content=b"q=a", headers={"content-type": "text/plain"}),
-        415,
-        "unsupported_media_type",
-        "body",
+        400,
+        "text/plain",
     )
 
 

@@ -36,10 +36,18 @@ def shipped() -> Tokenizer:
 
 
 def test_shipped_model_has_the_project_special_ids_and_no_bos(shipped):
-    assert shipped.vocab_size == 8000
+    assert shipped.vocab_size == 16000
     assert (shipped.pad_id, shipped.unk_id, shipped.eos_id) == (0, 1, 2)
     raw = sentencepiece.SentencePieceProcessor(model_file=str(SHIPPED_MODEL))
     assert (raw.pad_id(), raw.unk_id(), raw.eos_id(), raw.bos_id()) == (0, 1, 2, -1)
+
+
+def test_shipped_model_falls_back_to_bytes_for_unseen_characters(shipped):
+    text = "Reunión 🎉 confirmada"
+    ids = shipped.encode(text)
+
+    assert shipped.unk_id not in ids
+    assert shipped.decode(ids) == text
 
 
 @pytest.mark.parametrize("sentence", SENTENCES)

@@ -77,7 +77,7 @@ def build_app_with_options(
 ) -> Application:
     """`build_app`, plus per-deployment overrides in the form of the config file's
     `deployments:` entries (keyed by name), for launchers that call `serve.run` themselves."""
-    from service.store import ModelStore
+    from service.store import ModelNotFound, ModelStore, VersionNotFound
 
     args = args if isinstance(args, AppArgs) else AppArgs.model_validate(args)
     options = {
@@ -89,7 +89,14 @@ def build_app_with_options(
     served: list[ServedModel] = []
     handles: dict[str, Application] = {}
     for spec in args.models:
-        manifest = store.resolve(spec.id, spec.version)
+        try:
+            manifest = store.resolve(spec.id, spec.version)
+        except (ModelNotFound, VersionNotFound) as error:
+            if spec.required:
+                raise
+            options.pop(spec.deployment or deployment_name(spec.id), None)
+            logger.warning("not serving %s: %s", spec.id, error)
+            continue
         key = spec.deployment or deployment_name(manifest.id)
         if key in handles:
             raise ValueError(

@@ -34,6 +34,11 @@ class ModelArgs(BaseModel):
     max_batch_tokens: int = Field(
         8192, ge=16, description="Padded (rows x tokens) budget of one decode call."
     )
+    required: bool = Field(
+        True,
+        description="If the store lacks the model: true fails the deploy; false serves the "
+        "others and logs a warning (a direction that ships later, such as en-es).",
+    )
     max_source_tokens: int = Field(
         256,
         ge=2,
@@ -42,7 +47,11 @@ class ModelArgs(BaseModel):
     )
 
 
-DEFAULT_MODELS = [ModelArgs(id="es-en/transformer"), ModelArgs(id="es-en/rnnsearch")]
+DEFAULT_MODELS = [
+    ModelArgs(id="es-en/transformer"),
+    ModelArgs(id="es-en/rnnsearch"),
+    ModelArgs(id="en-es/transformer", required=False),  # English->Spanish, once stored
+]
 
 
 class GenerationArgs(GenerationSettings):

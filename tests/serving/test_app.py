@@ -18,9 +18,21 @@ def test_config_file_is_valid_and_matches_the_builder():
     assert app["import_path"] == "service.serving.app:build_app"
     assert config["http_options"]["host"] == "127.0.0.1" and config["http_options"]["port"] == 8000
     args = AppArgs.model_validate(app["args"])
-    assert [m.id for m in args.models] == ["es-en/transformer", "es-en/rnnsearch"]
+    assert [m.id for m in args.models] == [
+        "es-en/transformer",
+        "es-en/rnnsearch",
+        "en-es/transformer",
+    ]
+    assert [m.required for m in args.models] == [True, True, False]
+    assert args.api.max_text_chars == args.api.max_request_chars == 20000
     overrides = deployment_overrides(app)
-    assert set(overrides) == {"Ingress", "es-en-transformer", "es-en-rnnsearch", "es-en-lm"}
+    assert set(overrides) == {
+        "Ingress",
+        "es-en-transformer",
+        "es-en-rnnsearch",
+        "en-es-transformer",
+        "es-en-lm",
+    }
     for name in ("es-en-transformer", "es-en-rnnsearch"):
         assert 0 < overrides[name]["ray_actor_options"]["num_cpus"] < 1
         assert set(overrides[name]["user_config"]) == {"max_batch_size", "batch_wait_timeout_s"}
@@ -35,6 +47,17 @@ def test_build_app_from_args(tiny_model_store):
     config = load_config(DEFAULT_CONFIG)["applications"][0]
     args = {**config["args"], "store": str(tiny_model_store)}
     assert isinstance(build_app_with_options(args, deployment_overrides(config)), Application)
+
+
+def test_a_model_not_required_is_skipped_when_not_stored(tiny_model_store):
+    models = [{"id": "es-en/transformer"}, {"id": "en-es/transformer", "required": False}]
+    app = build_app_with_options(
+        {"store": str(tiny_model_store), "models": models, "generation": None},
+        {"en-es-transformer": {"num_replicas": 1}},  # its options go with it
+    )
+    assert isinstance(app, Application)
+    with pytest.raises(ModelNotFound):
+        build_app(AppArgs(store=str(tiny_model_store), models=[{"id": "en-es/transformer"}]))
 
 
 def test_build_app_refuses_bad_configs(tiny_model_store):

@@ -36,9 +36,10 @@ from service.serving.config import REPO_ROOT
 SERVE_CONFIG = REPO_ROOT / "deploy" / "serve_config.yaml"
 RAYSERVICE = REPO_ROOT / "deploy" / "kuberay" / "rayservice.yaml"
 
-# The model deployments (two translators and the language model) share one GPU per worker;
-# a deployment scaled to more replicas than fit spreads them over more GPU workers.
-GPU_SHARE = 0.25
+# The model deployments (three translators and the language model) share one GPU per worker,
+# with room for a rollout's surge replica; a deployment scaled to more replicas than fit
+# spreads them over more GPU workers.
+GPU_SHARE = 0.2
 CPU_ONLY_DEPLOYMENTS = frozenset({"Ingress"})
 
 _BLOCK_KEY = re.compile(r"^(?P<indent> *)serveConfigV2: *\|[-+]? *$")

@@ -15,7 +15,7 @@ Tags (one per user class):
 With no `--tags` every class runs, mixed by `weight`. Classes left without tasks by the tags
 are dropped before the test starts (Locust would otherwise fail to start them).
 
-Sentences are the Spanish side of the held-out test split (`model_store/data/es-en/test.tsv.gz`,
+Sentences are the Spanish side of the held-out Bible split (`model_store/data/es-en/bible.tsv.gz`,
 read directly so that Locust needs neither torch nor the `service` package); prompts for
 generation are the first words of its English side. `LOADTEST_DATA` points elsewhere.
 
@@ -39,7 +39,7 @@ from typing import Any
 from locust import HttpUser, between, events, tag, task
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-TEST_SPLIT = REPO_ROOT / "model_store" / "data" / "es-en" / "test.tsv.gz"
+TEST_SPLIT = REPO_ROOT / "model_store" / "data" / "es-en" / "bible.tsv.gz"
 DEFAULT_HOST = "http://127.0.0.1:8000"
 # (connect, read) seconds: a request never hangs a simulated user. Above the service's own
 # 60 s request timeout, so its 504 is what gets recorded.

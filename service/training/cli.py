@@ -74,7 +74,7 @@ def train_command(
     version: Annotated[int | None, typer.Option(help="Store version; default: next free.")] = None,
     root: Annotated[Path | None, typer.Option("--root", help="Model store directory.")] = None,
     data_dir: Annotated[
-        Path | None, typer.Option(help="Corpus directory (train/valid/test.tsv.gz, spm.model).")
+        Path | None, typer.Option(help="Corpus directory (the *.tsv.gz splits, spm.model).")
     ] = None,
     direction: Annotated[
         str, typer.Option(help="Translators: es-en or en-es (the corpus read the other way).")

@@ -73,6 +73,7 @@ class ItemOutcome:
     batch_size: int  # texts decoded in that call, from all requests
     batch_id: int = 0  # which decode call, per replica; equal ids shared one call
     error: str | None = None  # set when this text alone could not be decoded
+    cached: bool = False  # answered from the ingress's translation cache, not decoded
 
 
 @dataclass(frozen=True)

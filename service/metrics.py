@@ -183,6 +183,19 @@ KEY_RATE_LIMITED = MetricSpec(
 )
 USAGE_METRICS = (KEY_REQUESTS, KEY_CHARACTERS, KEY_RATE_LIMITED)
 
+CACHE_HITS = MetricSpec(
+    "translation_cache_hits_total",
+    "counter",
+    "Sentences answered from the ingress's translation cache, by model (id@version).",
+    ("model",),
+)
+CACHE_MISSES = MetricSpec(
+    "translation_cache_misses_total",
+    "counter",
+    "Sentences looked up in the translation cache and decoded, by model (id@version).",
+    ("model",),
+)
+
 INGRESS_METRICS = (
     REQUESTS,
     REQUEST_LATENCY,
@@ -190,6 +203,8 @@ INGRESS_METRICS = (
     FEEDBACK,
     FEEDBACK_RATING,
     *USAGE_METRICS,
+    CACHE_HITS,
+    CACHE_MISSES,
 )
 MODEL_METRICS = (
     QUEUE_WAIT,
@@ -327,6 +342,8 @@ class IngressMetrics:
         self._key_requests = _Metric(KEY_REQUESTS)
         self._key_characters = _Metric(KEY_CHARACTERS)
         self._key_rate_limited = _Metric(KEY_RATE_LIMITED)
+        self._cache_hits = _Metric(CACHE_HITS)
+        self._cache_misses = _Metric(CACHE_MISSES)
 
     def request(self, labels: Mapping[str, str], seconds: float) -> None:
         self._requests.record(1, labels)
@@ -346,6 +363,13 @@ class IngressMetrics:
 
     def rate_limited(self, key: str, limit: str) -> None:
         self._key_rate_limited.record(1, {"key": key, "limit": limit})
+
+    def cache(self, model: str, hits: int, misses: int) -> None:
+        """One lookup of a job's sentences in the translation cache (`api.cache`)."""
+        if hits:
+            self._cache_hits.record(hits, {"model": model})
+        if misses:
+            self._cache_misses.record(misses, {"model": model})
 
 
 class ModelMetrics:

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
+from service.api.cache import TranslationCache
 from service.api.catalog import Catalog
 from service.api.settings import GenerationSettings
 from service.contracts import (
@@ -65,3 +66,4 @@ class Backends:
     translation: TranslationBackend
     generation: GenerationBackend | None = None
     tokens: TokenCounter | None = None
+    cache: TranslationCache | None = None  # sentences already translated (service/api/cache.py)

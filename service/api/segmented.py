@@ -15,7 +15,7 @@ The k-th alternative of a text joins each unit's k-th hypothesis (its last when 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from service.api.backends import Backends
 from service.api.errors import ApiError
@@ -117,8 +117,8 @@ def layouts_for(
                 422,
                 "validation_error",
                 f"{name}: the sentence {shown!r} is longer than model {model.id}'s source limit "
-                f"of {model.max_source_tokens} tokens and has no clause boundary (punctuation or "
-                "a conjunction) to split it at",
+                f"of {model.max_source_tokens} tokens and holds a word that alone does not fit; "
+                "split it, or send shorter words",
                 field=name,
             )
         layouts.append(layout)
@@ -158,14 +158,27 @@ async def translate_segmented(
     they are); each unit that failed fails the request, naming its text."""
     sent = [i for i in range(len(layouts)) if i not in unchanged]
     units = [unit for i in sent for unit in layouts[i].units]
-    if units:
-        result = await backends.translation.translate(
-            model, TranslationJob(units, options, request_id)
+    cache = backends.cache
+    cached = cache.lookup(model, options, units) if cache is not None else [None] * len(units)
+    missing = [unit for unit, hit in zip(units, cached, strict=True) if hit is None]
+    if missing:
+        decoded = await backends.translation.translate(
+            model, TranslationJob(missing, options, request_id)
         )
-    else:  # nothing to translate: no job at all
-        result = JobResult([], model.id, model.version, 0.0)
-    if len(result.items) != len(units):
-        raise DecodeFailed(f"{len(result.items)} results for {len(units)} sentences")
+        if len(decoded.items) != len(missing):
+            raise DecodeFailed(f"{len(decoded.items)} results for {len(missing)} sentences")
+        if cache is not None:
+            cache.store(model, options, missing, decoded.items)
+    else:  # nothing to decode (all cached, or nothing to translate): no job at all
+        decoded = JobResult([], model.id, model.version, 0.0)
+    fresh = iter(decoded.items)
+    merged = [
+        next(fresh)
+        if hit is None
+        else replace(hit, queue_s=0.0, compute_s=0.0, batch_size=0, batch_id=0, cached=True)
+        for hit in cached
+    ]
+    result = replace(decoded, items=merged)
     texts = []
     offset = 0
     for index, layout in enumerate(layouts):

@@ -27,6 +27,12 @@ class ApiSettings(BaseModel):
     max_sentences: int = Field(
         1024, ge=1, description="Most sentences (decode items) per request, all texts together."
     )
+    cache_size: int = Field(
+        10000,
+        ge=0,
+        description="Sentences the translation cache of each ingress replica keeps; 0 turns "
+        "it off.",
+    )
     # 20,000 characters, each JSON-escaped as \uXXXX, fit with room to spare.
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024, description="Largest request body.")
     max_beam_size: int = Field(8, ge=1, le=64)

@@ -221,6 +221,7 @@ class Segment(BaseModel):
     text: str = Field(description="Its best translation.")
     score: float | None = Field(None, description="Its score, when return_scores is set.")
     alignment: Alignment | None = Field(None, description="When return_alignment is set.")
+    cached: bool = Field(False, description="Answered from the translation cache.")
 
 
 class TranslationResult(BaseModel):
@@ -268,6 +269,11 @@ class Timing(BaseModel):
     batch_sizes: list[int] = Field(
         description="Per input: the most sentences (from all requests) decoded together with "
         "one of its sentences."
+    )
+    cached_sentences: list[int] = Field(
+        default_factory=list,
+        description="Per input: how many of its sentences came from the translation cache "
+        "(which ones: `segments[].cached`).",
     )
 
 
@@ -345,8 +351,11 @@ def _segments(outcome: TextOutcome, return_scores: bool, return_alignment: bool)
             text=candidate.text,
             score=_finite(candidate.score) if return_scores else None,
             alignment=_alignment(candidate) if return_alignment else None,
+            cached=item.cached,
         )
-        for unit, candidate in zip(outcome.layout.units, outcome.candidate(0), strict=True)
+        for unit, candidate, item in zip(
+            outcome.layout.units, outcome.candidate(0), outcome.items, strict=True
+        )
     ]
 
 
@@ -412,6 +421,7 @@ def build_response(
             batch_sizes=[
                 max((item.batch_size for item in o.items), default=0) for o in segmented.texts
             ],
+            cached_sentences=[sum(item.cached for item in o.items) for o in segmented.texts],
         ),
     )
 

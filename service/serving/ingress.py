@@ -25,6 +25,7 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from service.api.access import KeySettings, RateLimitSettings
 from service.api.app import create_app
 from service.api.backends import Backends
+from service.api.cache import TranslationCache
 from service.api.catalog import Catalog
 from service.api.experiments import DEFAULT_FEEDBACK_CAPACITY, ExperimentConfig
 from service.api.settings import ApiSettings, GenerationSettings
@@ -221,6 +222,7 @@ class Ingress:
         rate_limit: RateLimitSettings | None = None,
     ):
         self.settings = settings
+        self.metrics = IngressMetrics()
         catalog = Catalog(models)
         self.backends = Backends(
             catalog=catalog,
@@ -231,10 +233,10 @@ class Ingress:
             if generation is not None
             else None,
             tokens=StoreTokenCounter(store, models) if store is not None else None,
+            cache=TranslationCache(settings.cache_size, self.metrics.cache),
         )
         self.experiments = list(experiments)
         self.feedback_capacity = feedback_capacity
-        self.metrics = IngressMetrics()
         self.access = serving_access(
             keys or KeySettings(), rate_limit or RateLimitSettings(), self.metrics
         )

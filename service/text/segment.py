@@ -10,8 +10,9 @@ on 400 lines of the general test split: every text is rebuilt exactly from its s
 
 A sentence longer than the model's source limit is split again at clause boundaries
 (`split_clauses`): after punctuation inside the sentence first, then before a conjunction,
-each time as near the middle as possible, until every piece fits. When no boundary is left the
-caller refuses the text, naming it and the limit, instead of truncating it silently.
+then (a list of numbers, a run-on without either) between words, each time as near the middle
+as possible, until every piece fits. Only a single word longer than the limit is left: the
+caller refuses that text, naming it and the limit, instead of truncating it silently.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ _CONJUNCTIONS = re.compile(
     r"and|or|nor|but|yet|so|because|although|though|which|that|when|where|while|if)\b)",
     re.IGNORECASE,
 )
+_SPACE = re.compile(r"\s+")  # the last resort: between any two words
 
 
 @dataclass
@@ -126,7 +128,7 @@ def split_clauses(sentence: str, fits: Callable[[str], bool]) -> list[tuple[str,
     None when some piece has no clause boundary left to split at."""
     if fits(sentence):
         return [(sentence, "")]
-    for boundaries in (_PUNCTUATION, _CONJUNCTIONS):
+    for boundaries in (_PUNCTUATION, _CONJUNCTIONS, _SPACE):
         cuts = [
             m for m in boundaries.finditer(sentence) if 0 < m.start() and m.end() < len(sentence)
         ]

@@ -46,7 +46,9 @@ def urls(tiny_model_store):
     config = copy.deepcopy(load_config(DEFAULT_CONFIG))
     app = config["applications"][0]
     app["args"]["store"] = str(tiny_model_store)
-    app["args"]["api"].update(default_beam_size=1, default_max_length=8)
+    # No translation cache: the batching tests need every text decoded (test_text_service
+    # covers the cache).
+    app["args"]["api"].update(default_beam_size=1, default_max_length=8, cache_size=0)
     for deployment in app["deployments"]:
         deployment["ray_actor_options"]["num_cpus"] = 0.2
         if deployment["name"] == "es-en-transformer":
@@ -254,8 +256,8 @@ def test_feedback(client):
         ({"text": ""}, "text"),
         ({"text": " \n "}, "text"),
         ({"text": ["ok", "\t"]}, "text[1]"),
-        ({"text": "x" * 2001}, "text"),
-        ({"text": ["ok", "ok", "y" * 2001]}, "text[2]"),
+        ({"text": "x" * 20001}, "text"),
+        ({"text": ["ok", "ok", "y" * 20001]}, "text[2]"),
         ({"text": ["a"] * 65}, "text"),
         ({"text": []}, "text"),
         ({"text": 42}, "text"),
@@ -315,11 +317,11 @@ def test_odd_inputs_never_fail(client):
     odd = [
         "🙂🙂🙂",
         "\u0000\u0001",
-        "x" * 2000,
+        "x " * 1000,
         "...",
         "مرحبا",
         "a\u0301\u0301\u0301",
-        "¿¡" * 500,
+        "¿¡ " * 300,
         "\u200b\u200bhola",
         "<b>html</b>",
         "1234567890 " * 100,
@@ -338,6 +340,10 @@ def test_odd_inputs_never_fail(client):
         )
         assert response.status_code == 200, response.text
         assert len(response.json()["translations"]) == len(odd)
+    # One word longer than max_source_tokens (256) cannot be split: a 422, never truncated.
+    word = translate(client, {"text": ["ok", "x" * 2000]})
+    assert_error(word, 422, "validation_error", "text[1]")
+    assert "source limit of 256 tokens" in word.json()["error"]["message"]
     assert client.get("/readyz").status_code == 200
 
 

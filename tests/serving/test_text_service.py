@@ -104,3 +104,13 @@ def test_paragraphs_and_long_sentences_are_translated_in_pieces(client):
     sources = [segment["source"] for segment in translation["segments"]]
     assert len(sources) > 2  # the first sentence went as clauses that fit 24 tokens
     assert " ".join(sources).replace(" \n", "\n") in text.replace("\n\n", " ")
+
+
+def test_a_repeated_sentence_comes_from_the_cache(client):
+    payload = {"text": "Las aguas se juntaron. El mar se calmó.", "source": "es"}
+    first = client.post("/v1/translate", json=payload).json()
+    again = client.post("/v1/translate", json={**payload, "return_scores": True}).json()
+    assert first["timing"]["cached_sentences"] == [0]
+    assert again["timing"]["cached_sentences"] == [2]
+    assert again["translations"][0]["text"] == first["translations"][0]["text"]
+    assert all(segment["cached"] for segment in again["translations"][0]["segments"])

@@ -4,7 +4,9 @@ The ingress splits each text into sentences (`service.text.segment`), splits a s
 than the model's source limit at clause boundaries, and sends all of them as the items of one
 `TranslationJob`: a page fills decode batches with sentence-sized rows instead of one row the
 model would truncate. `SegmentedResult` puts each text's translations back together with the
-original white space (line breaks, blank lines, indents).
+original white space (line breaks, blank lines, indents). URLs, e-mail addresses, format
+placeholders, inline tags and numbers never reach the model (`protect_units`): they stay in
+place, verbatim, and the text around them is translated.
 
 Scores and alignments, per text: a text's `score` is the mean of its units' scores weighted
 by their output tokens (each unit's score is a length-normalised log-probability, so this is
@@ -29,7 +31,7 @@ from service.contracts import (
 )
 from service.decoding.search import DecodeOptions
 from service.decoding.translator import Candidate, Translation
-from service.text.segment import Layout, fit_units, segment_text
+from service.text.segment import Layout, fit_units, protect_units, segment_text
 
 
 @dataclass(frozen=True)
@@ -53,11 +55,13 @@ class TextOutcome:
         """Output-token-weighted mean of the units' scores (see the module docstring)."""
         candidates = self.candidate(rank)
         weights = [max(1, c.tokens) for c in candidates]
+        if not weights:  # nothing was decoded (only numbers, placeholders, tags): kept as is
+            return 0.0
         return sum(c.score * w for c, w in zip(candidates, weights, strict=True)) / sum(weights)
 
     @property
     def n_best(self) -> int:
-        return max(len(item.translation.candidates) for item in self.items)
+        return max((len(item.translation.candidates) for item in self.items), default=1)
 
     @property
     def input_tokens(self) -> int:
@@ -109,6 +113,8 @@ def layouts_for(
     for index, text in enumerate(texts):
         name = field if single else f"{field}[{index}]"
         layout = segment_text(text, model.source)
+        if index not in unchanged:
+            protect_units(layout)
         stuck = None if index in unchanged else fit_units(layout, fits)
         if stuck is not None:
             unit = layout.units[stuck]

@@ -35,6 +35,18 @@ _CONJUNCTIONS = re.compile(
     re.IGNORECASE,
 )
 _SPACE = re.compile(r"\s+")  # the last resort: between any two words
+# What must come back exactly as it was: URLs, e-mail addresses, format placeholders ({name},
+# {{x}}, %s, %1$s, %d, $VAR, ${VAR}), inline tags (<b>, </b>, <br/>) and numbers.
+PROTECTED = re.compile(
+    r"(?:https?://|www\.)[^\s<>\"]*[^\s<>\".,;:!?)\]]"
+    r"|[\w.+-]+@[\w-]+(?:\.[\w-]+)+"
+    r"|\{\{[^{}]*\}\}|\{[^{}\s]*\}"
+    r"|%(?:\d+\$)?[-+0#]*\d*(?:\.\d+)?[sdifuxXoeEgGcp]|%%"
+    r"|\$\{[^}]*\}|\$[A-Za-z_][A-Za-z0-9_]*"
+    r"|</?[A-Za-z][^<>]*>"
+    r"|\d+(?:[.,:]\d+)*"
+)
+_LETTER = re.compile(r"[^\W\d_]")
 
 
 @dataclass
@@ -67,7 +79,17 @@ def sentences(line: str, language: str) -> list[str]:
     spans = [span.sent for span in _segmenter(language).segment(line)]
     if "".join(spans) != line:
         return [line]
-    return spans
+    # A boundary inside a URL, an address or a placeholder ("https://x.es/a?b=1") is none.
+    inside = {i for m in PROTECTED.finditer(line) for i in range(m.start() + 1, m.end())}
+    merged: list[str] = []
+    position = 0
+    for span in spans:
+        if merged and position in inside:
+            merged[-1] += span
+        else:
+            merged.append(span)
+        position += len(span)
+    return merged
 
 
 def segment_text(text: str, language: str) -> Layout:
@@ -143,6 +165,41 @@ def split_clauses(sentence: str, fits: Callable[[str], bool]) -> list[tuple[str,
         left[-1] = (left[-1][0], cut.group())
         return left + right
     return None
+
+
+def protect_units(layout: Layout) -> None:
+    """Take what `PROTECTED` matches out of the units, in place: it joins the white space
+    around it (so it comes back verbatim, where it was), and the text between such spans is
+    translated as units of its own; a piece without a letter ("," or ".") is kept as it is."""
+    units: list[str] = []
+    gaps: list[str] = []
+    pending = ""  # verbatim text after the last unit (goes into its gap, or the prefix)
+
+    def keep(text: str) -> None:
+        nonlocal pending
+        if units:
+            gaps[-1] += text
+        else:
+            pending += text
+
+    for unit, gap in zip(layout.units, layout.gaps, strict=True):
+        position = 0
+        for match in [*PROTECTED.finditer(unit), None]:
+            end = match.start() if match is not None else len(unit)
+            piece = unit[position:end]
+            lead, body, trail = _EDGE_SPACE.match(piece).groups()
+            if body and _LETTER.search(body):
+                keep(lead)
+                units.append(body)
+                gaps.append(trail)
+            else:
+                keep(piece)
+            if match is not None:
+                keep(match.group())
+                position = match.end()
+        keep(gap)
+    layout.prefix += pending
+    layout.units, layout.gaps = units, gaps
 
 
 def fit_units(layout: Layout, fits: Callable[[str], bool]) -> int | None:

@@ -212,3 +212,15 @@ def test_without_a_token_counter_utf8_bytes_bound_the_tokens(backend):
     with TestClient(app) as client:
         client.post("/v1/translate", json={"text": "abc, def, ghi, jkl"})
     assert backend.jobs[0].texts == ["abc,", "def,", "ghi,", "jkl"]  # 7 bytes + EOS max
+
+
+def test_placeholders_and_tags_come_back_in_place(client, backend):
+    text = "Hola {name}, tienes %d mensajes nuevos en <b>tu bandeja</b>."
+    response = client.post("/v1/translate", json={"text": text})
+    [translation] = response.json()["translations"]
+    assert translation["text"] == "HOLA {name}, TIENES %d MENSAJES NUEVOS EN <b>TU BANDEJA</b>."
+    assert translation["sentences"] == 1
+    assert backend.jobs[-1].texts == ["Hola", ", tienes", "mensajes nuevos en", "tu bandeja"]
+    numbers = client.post("/translate", json={"q": "1234 5678", "source": "es", "target": "en"})
+    assert numbers.json() == {"translatedText": "1234 5678"}
+    assert len(backend.jobs) == 1  # nothing to decode: no job

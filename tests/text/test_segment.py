@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.text.segment import fit_units, segment_text, split_clauses
+from service.text.segment import fit_units, protect_units, segment_text, split_clauses
 
 TEXTS = [
     "Primera línea.\nSegunda línea.\n\nTercer párrafo.",
@@ -67,3 +67,29 @@ def test_fit_units_splits_in_place_and_keeps_the_layout():
     assert layout.join(layout.units) == text
     stuck = segment_text("Bien.\nPalabrademasiadolargaparacaber.", "es")
     assert fit_units(stuck, lambda unit: len(unit) <= 20) == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "units"),
+    [
+        (
+            "Hola {name}, tienes %d mensajes nuevos en <b>tu bandeja</b>.",
+            ["Hola", ", tienes", "mensajes nuevos en", "tu bandeja"],
+        ),
+        (
+            "Visita https://example.com/a?b=1. Escribe a ana@x.es o usa $HOME y %1$s.",
+            ["Visita", "Escribe a", "o usa", "y"],
+        ),
+        ("{{count}} archivos en ${DIR}", ["archivos en"]),
+        ("1234 5678", []),
+        ("El 50% de 3,5 kg.", ["El", "% de", "kg."]),
+    ],
+)
+def test_placeholders_urls_tags_and_numbers_stay_verbatim(text, units):
+    layout = segment_text(text, "es")
+    protect_units(layout)
+    assert layout.units == units
+    assert layout.join(layout.units) == text
+    translated = layout.join([unit.upper() for unit in layout.units])
+    for kept in ("{name}", "%d", "<b>", "</b>", "https://example.com/a?b=1", "ana@x.es", "$HOME"):
+        assert (kept in text) == (kept in translated)

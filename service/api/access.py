@@ -19,7 +19,7 @@ Every request counts, whatever its answer, except those refused here.
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -27,9 +27,9 @@ from urllib.parse import parse_qs
 
 from fastapi import APIRouter, FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.api.errors import _send_json, error_body
+from service.api.errors import _send_json, error_body, replay_body
 from service.api.keys import KeyCache, KeyRecord
 from service.api.limits import WINDOW_S, Decision, Limiter, Limits, retry_after_header
 from service.api.schemas import RETRY_AFTER, ErrorResponse
@@ -303,7 +303,7 @@ class AccessMiddleware:
             # The v1 bodies forbid unknown fields; the key has done its work.
             body = json.dumps({k: v for k, v in data.items() if k != "api_key"}).encode()
             scope = _with_content_length(scope, len(body))
-        await self.app(scope, _replay(body, receive), send)
+        await self.app(scope, replay_body(body, receive), send)
 
 
 async def _refresh(keys: KeyCache) -> None:
@@ -347,19 +347,6 @@ async def _read_body(receive: Receive) -> tuple[bytes, bool | None]:
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
             return b"".join(chunks), False
-
-
-def _replay(body: bytes, receive: Receive) -> Callable[[], Any]:
-    replayed = False
-
-    async def replay() -> Message:
-        nonlocal replayed
-        if not replayed:
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay
 
 
 def _with_content_length(scope: Scope, length: int) -> Scope:

@@ -71,7 +71,9 @@ def create_app(
     routers = [
         translate_router(settings, backends, ab),
         models_router(backends),
-        libretranslate_router(settings, backends, ab),
+        libretranslate_router(
+            settings, backends, ab, keys_required=access is not None and access.keys_required
+        ),
         feedback_router(ab),
         compare_router(settings, backends),
         generation_router(backends),

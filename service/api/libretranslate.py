@@ -245,7 +245,9 @@ def _schema_of(model: type[BaseModel]) -> dict[str, Any]:
     }
 
 
-def libretranslate_router(settings: ApiSettings, backends: Backends, ab: ABTesting) -> APIRouter:
+def libretranslate_router(
+    settings: ApiSettings, backends: Backends, ab: ABTesting, *, keys_required: bool = False
+) -> APIRouter:
     catalog = backends.catalog
     sources = tuple(sorted({m.source for m in catalog.models}))
     targets = tuple(sorted({m.target for m in catalog.models}))
@@ -381,8 +383,9 @@ def libretranslate_router(settings: ApiSettings, backends: Backends, ab: ABTesti
         return {
             "charLimit": settings.max_request_chars,
             "frontendTimeout": 500,
-            "apiKeys": False,
-            "keyRequired": False,
+            # LibreTranslate's front end and clients read these to ask for a key.
+            "apiKeys": keys_required,
+            "keyRequired": keys_required,
             "suggestions": False,
             "filesTranslation": False,
             "supportedFilesFormat": [],

@@ -188,6 +188,16 @@ def test_keys_off_by_default_change_nothing():
         assert "securitySchemes" not in spec["components"]
 
 
+def test_frontend_settings_tell_libretranslate_clients_a_key_is_required(keyed):
+    client, *_ = keyed
+    with client:
+        settings = client.get("/frontend/settings")  # exempt: a client asks before it has a key
+        assert settings.status_code == 200
+        assert settings.json()["keyRequired"] is True and settings.json()["apiKeys"] is True
+    with make_client(None) as open_client:
+        assert open_client.get("/frontend/settings").json()["keyRequired"] is False
+
+
 def test_missing_or_invalid_key(keyed):
     client, *_ = keyed
     with client:

@@ -344,6 +344,9 @@ def start_service(
         "store": str(subject.store),
         "models": [{"id": subject.model_id}],
         "default_model": subject.model_id,
+        # Batching is what is measured: sentences answered from the ingress's cache would
+        # never reach the decoder (the clients resend the same test sentences).
+        "api": {"cache_size": 0},
     }
     if "generation" in AppArgs.model_fields:  # translation only: no language model replica
         args["generation"] = None

@@ -205,7 +205,8 @@ def test_two_nodes_scale_out_and_node_loss(ray_cluster, tiny_model_store, tmp_pa
         "store": str(tiny_model_store),
         "models": [{"id": "es-en/transformer"}],
         "default_model": "transformer",
-        "api": {"default_beam_size": 1, "default_max_length": 8},
+        # No translation cache: every request must reach a replica for the test to see where.
+        "api": {"default_beam_size": 1, "default_max_length": 8, "cache_size": 0},
     }
     options = {
         "Ingress": {"ray_actor_options": {"num_cpus": 0.1, "resources": {"node_a": 0.01}}},

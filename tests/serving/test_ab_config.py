@@ -20,8 +20,8 @@ def test_shipped_config_has_a_disabled_example_experiment():
     [experiment] = args.experiments
     assert not experiment.enabled and experiment.user_header == "X-User-ID"
     assert [(v.model, v.weight) for v in experiment.variants] == [
-        ("transformer", 0.8),
-        ("rnnsearch", 0.2),
+        ("es-en/transformer", 0.8),
+        ("es-en/rnnsearch", 0.2),
     ]
     assert args.feedback_capacity > 0
 

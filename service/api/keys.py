@@ -149,6 +149,9 @@ class KeyCache:
         self._pending: dict[str, UsageDelta] = {}
         self.refreshing: Any = None  # the re-read under way, if any (an asyncio future)
         self.flush_scheduled = False
+        # Counts being written by a refresh: still counted in totals() until the re-read that
+        # follows the write has replaced the records (else a total dips while a refresh runs).
+        self._flushing: dict[str, UsageDelta] = {}
 
     def expire(self) -> None:
         """Make the next `stale()` true."""
@@ -162,6 +165,7 @@ class KeyCache:
 
         A database that cannot be read keeps the last view (and the unflushed counts)."""
         pending, self._pending = self._pending, {}
+        self._flushing = pending
         try:
             if pending:
                 self.store.add_usage(pending)
@@ -169,10 +173,12 @@ class KeyCache:
         except sqlite3.Error:
             for name, delta in pending.items():
                 self.count(name, delta.requests, delta.characters, delta.rate_limited)
+            self._flushing = {}
             self._read_at = self.clock()
             raise
         self._by_hash = {record.key_sha256: record for record in records}
-        self._by_name = {record.name: record for record in records}
+        by_name = {record.name: record for record in records}
+        self._by_name, self._flushing = by_name, {}  # one step: totals() sees old or new
         self._read_at = self.clock()
 
     def known(self) -> int:
@@ -197,10 +203,11 @@ class KeyCache:
         if record is None:
             return None
         pending = self._pending.get(name, UsageDelta())
+        flushing = self._flushing.get(name, UsageDelta())
         return UsageDelta(
-            record.requests + pending.requests,
-            record.characters + pending.characters,
-            record.rate_limited + pending.rate_limited,
+            record.requests + pending.requests + flushing.requests,
+            record.characters + pending.characters + flushing.characters,
+            record.rate_limited + pending.rate_limited + flushing.rate_limited,
         )
 
 

@@ -36,10 +36,14 @@ _CONJUNCTIONS = re.compile(
 )
 _SPACE = re.compile(r"\s+")  # the last resort: between any two words
 # What must come back exactly as it was: URLs, e-mail addresses, format placeholders ({name},
-# {{x}}, %s, %1$s, %d, $VAR, ${VAR}), inline tags (<b>, </b>, <br/>) and numbers.
+# {{x}}, %s, %1$s, %d, $VAR, ${VAR}), inline tags (<b>, </b>, <br/>), dotted identifiers and
+# file names (config.yaml, os.path.join(), org.gnome.Settings, v1.2.3; a first part of two
+# characters or more, so that abbreviations such as "e.g." and "p.ej." are still prose) and
+# numbers.
 PROTECTED = re.compile(
     r"(?:https?://|www\.)[^\s<>\"]*[^\s<>\".,;:!?)\]]"
     r"|[\w.+-]+@[\w-]+(?:\.[\w-]+)+"
+    r"|(?<![\w.])[A-Za-z_]\w+(?:\.\w+)+(?:\(\))?"
     r"|\{\{[^{}]*\}\}|\{[^{}\s]*\}"
     r"|%(?:\d+\$)?[-+0#]*\d*(?:\.\d+)?[sdifuxXoeEgGcp]|%%"
     r"|\$\{[^}]*\}|\$[A-Za-z_][A-Za-z0-9_]*"

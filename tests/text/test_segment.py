@@ -93,3 +93,38 @@ def test_placeholders_urls_tags_and_numbers_stay_verbatim(text, units):
     translated = layout.join([unit.upper() for unit in layout.units])
     for kept in ("{name}", "%d", "<b>", "</b>", "https://example.com/a?b=1", "ana@x.es", "$HOME"):
         assert (kept in text) == (kept in translated)
+
+
+@pytest.mark.parametrize(
+    ("text", "language", "kept", "units"),
+    [
+        ("Abra config.yaml y guarde.", "es", "config.yaml", ["Abra", "y guarde."]),
+        (
+            "Use os.path.join() para unir rutas.",
+            "es",
+            "os.path.join()",
+            ["Use", "para unir rutas."],
+        ),
+        ("Ejecute org.gnome.Settings desde el menú.", "es", "org.gnome.Settings", None),
+        ("Open config.yaml. Then call os.path.join on it.", "en", "os.path.join", None),
+        ("Vea el archivo README.md.", "es", "README.md", ["Vea el archivo"]),
+        ("Es la versión v1.2.3 del programa.", "es", "v1.2.3", ["Es la versión", "del programa."]),
+    ],
+)
+def test_dotted_identifiers_and_file_names_stay_verbatim(text, language, kept, units):
+    layout = segment_text(text, language)
+    protect_units(layout)
+    assert all(kept not in unit for unit in layout.units)
+    if units is not None:
+        assert layout.units == units
+    assert kept in layout.join([unit.upper() for unit in layout.units])
+    assert layout.join(layout.units) == text
+
+
+@pytest.mark.parametrize(
+    "text", ["Por ejemplo, e.g. esto.", "Mr. Smith lives in the U.S.A. today.", "p.ej. esto"]
+)
+def test_abbreviations_are_still_prose(text):
+    layout = segment_text(text, "en")
+    protect_units(layout)
+    assert "".join(layout.units).replace(" ", "") == text.replace(" ", "")

@@ -114,3 +114,30 @@ def test_a_repeated_sentence_comes_from_the_cache(client):
     assert again["timing"]["cached_sentences"] == [2]
     assert again["translations"][0]["text"] == first["translations"][0]["text"]
     assert all(segment["cached"] for segment in again["translations"][0]["segments"])
+
+
+def test_the_libretranslate_python_client_works_unchanged(client):
+    """libretranslatepy 2.1.4 (pinned in the test extra), as its users call it. It posts
+    urlencoded forms (a GET with a form body for /languages) and reads `translatedText` alone;
+    its `translate` takes one string (a list would be sent as the list's repr), so lists are
+    covered by the JSON and form tests above."""
+    from libretranslatepy import LibreTranslateAPI
+
+    lt = LibreTranslateAPI(str(client.base_url))
+    assert lt.languages(timeout=120) == client.get("/languages").json()
+    spanish = "Las aguas se juntaron."
+    translated = lt.translate(spanish, "es", "en", timeout=120)
+    assert isinstance(translated, str) and translated
+    ours = client.post("/translate", json={"q": spanish, "source": "es", "target": "en"})
+    assert translated == ours.json()["translatedText"]
+    # source auto: English is detected, kept when it is already the target, else sent to en-es.
+    english = "The Lord is my shepherd"
+    assert lt.translate(english, "auto", "en", timeout=120) == english
+    routed = client.post("/translate", data={"q": english, "source": "en", "target": "es"})
+    assert lt.translate(english, "auto", "es", timeout=120) == routed.json()["translatedText"]
+    [best, *_] = lt.detect(english, timeout=120)
+    assert best["language"] == "en" and 50 < best["confidence"] <= 100
+    assert lt.detect("Hola, ¿qué tal?", timeout=120)[0]["language"] == "es"
+    # With keys off the client's api_key is accepted and ignored, as LibreTranslate does.
+    keyed = LibreTranslateAPI(str(client.base_url), api_key="not-checked")
+    assert keyed.translate(spanish, "es", "en", timeout=120) == translated

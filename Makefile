@@ -8,9 +8,10 @@ PYTEST_ARGS ?=
 
 # Debian packages the tests drive: a real Prometheus server, docker-compose to validate the
 # compose file (no Docker engine needed for `config`), the SWORD tools and Bible modules the
-# corpus is regenerated from, and Apertium, the rule-based peer `eval` scores beside ours.
+# corpus is regenerated from, Apertium, the rule-based peer `eval` scores beside ours, and
+# Chromium with its WebDriver, the headless browser the playground's tests drive.
 SYSTEM_PACKAGES := prometheus docker-compose libsword-utils sword-text-sparv sword-text-web \
-	apertium apertium-eng-spa
+	apertium apertium-eng-spa chromium chromium-driver
 
 .PHONY: install system-deps serve test test-fast bench lint loadtest clean
 

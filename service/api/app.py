@@ -30,6 +30,7 @@ from service.api.generation import generation_router
 from service.api.libretranslate import libretranslate_router
 from service.api.models import models_router
 from service.api.observability import MetricsMiddleware, NullRecorder, Recorder
+from service.api.playground import playground_router
 from service.api.settings import ApiSettings
 from service.api.translate import translate_router
 
@@ -78,6 +79,7 @@ def create_app(
         compare_router(settings, backends),
         generation_router(backends),
         usage_router(access),
+        playground_router(ab),
     ]
     # add_middleware wraps: the last added runs first.
     if access is not None and access.limited:

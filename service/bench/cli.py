@@ -409,3 +409,42 @@ def service_command(
     )
     for note in result.notes:
         Console().print(f"note: {note}")
+
+
+@bench_app.command("cache")
+def cache_command(
+    paragraphs: int = typer.Option(8, help="paragraphs, each sent uncached once"),
+    sentences: int = typer.Option(6, help="held-out sentences per paragraph"),
+    repeats: int = typer.Option(3, help="cached requests per paragraph"),
+    beam_size: int = typer.Option(4, help="the service's default"),
+    max_length: int = typer.Option(128),
+    split: str = typer.Option("general", help="held-out split the sentences come from"),
+    model: str = typer.Option("transformer", help="transformer or rnnsearch"),
+    store: str = typer.Option("", help="model store root; default ./model_store"),
+    num_cpus: float = typer.Option(0.0, help="CPUs Ray may schedule; 0: all cores"),
+    note: Annotated[
+        list[str] | None,
+        typer.Option(help="a note for the doc (what else ran on the machine); repeatable"),
+    ] = None,
+    as_json: bool = typer.Option(False, "--json"),
+    write: str = typer.Option(
+        "", help="also write its section into this markdown file (docs/benchmarks.md)"
+    ),
+):
+    """The translation cache: one paragraph uncached, then fully cached, through HTTP."""
+    from service.bench.cache import run_command
+
+    run_command(
+        write,
+        as_json,
+        paragraphs=paragraphs,
+        sentences_per_text=sentences,
+        repeats=repeats,
+        beam_size=beam_size,
+        max_length=max_length,
+        split=split,
+        model=model,
+        store=Path(store) if store else None,
+        num_cpus=num_cpus or None,
+        notes=note or (),
+    )

@@ -193,6 +193,7 @@
   }
 
   async function loadServed() {
+    document.body.dataset.served = "loading";
     hide($("banner"));
     try {
       const { body } = await call("GET", "/v1/models");
@@ -207,6 +208,7 @@
     fillModels();
     const noLm = state.generators.length === 0;
     $("g-status").textContent = noLm ? "no language model is served here" : state.generators[0].id;
+    document.body.dataset.served = "loaded";
   }
 
   async function start() {

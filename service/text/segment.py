@@ -64,10 +64,36 @@ class Layout:
     sentences: int = 0  # sentences found; units may be more when a long one was split
 
     def join(self, translated: list[str]) -> str:
-        """The translation of the text: each unit's translation with the original spacing."""
+        """The translation of the text: each unit's translation with the original spacing, and
+        the case of its first letter matched to its source's (see `continue_case`)."""
         if len(translated) != len(self.units):
             raise ValueError(f"{len(translated)} translations for {len(self.units)} units")
-        return self.prefix + "".join(t + g for t, g in zip(translated, self.gaps, strict=True))
+        cased = [continue_case(u, t) for u, t in zip(self.units, translated, strict=True)]
+        return self.prefix + "".join(t + g for t, g in zip(cased, self.gaps, strict=True))
+
+
+_FIRST_WORD = re.compile(r"[^\W\d_]+")
+
+
+def continue_case(source: str, translation: str) -> str:
+    """`translation` with its first word lower-cased when `source` starts in lower case.
+
+    The models learnt to start every output with a capital, but a unit that does not start a
+    sentence (the text after a placeholder or a tag, a clause of a long sentence) continues
+    one: "Hola {name}, tienes %d mensajes nuevos en <b>tu bandeja</b>." must not come back
+    with "... <b>Your inbox</b>". Only a capitalised word is touched ("Your", not "URL" or
+    "I"), and not one the source has as it is (a name: "org", "Madrid").
+    """
+    first_source = _FIRST_WORD.search(source)
+    first = _FIRST_WORD.search(translation)
+    if first_source is None or first is None or not first_source.group()[0].islower():
+        return translation
+    word = first.group()
+    if len(word) < 2 or not (word[0].isupper() and word[1:].islower()):
+        return translation
+    if word in _FIRST_WORD.findall(source):
+        return translation
+    return translation[: first.start()] + word[0].lower() + translation[first.start() + 1 :]
 
 
 @lru_cache(maxsize=4)

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from service.text.segment import fit_units, protect_units, segment_text, split_clauses
+from service.text.segment import (
+    continue_case,
+    fit_units,
+    protect_units,
+    segment_text,
+    split_clauses,
+)
 
 TEXTS = [
     "Primera línea.\nSegunda línea.\n\nTercer párrafo.",
@@ -128,3 +134,36 @@ def test_abbreviations_are_still_prose(text):
     layout = segment_text(text, "en")
     protect_units(layout)
     assert "".join(layout.units).replace(" ", "") == text.replace(" ", "")
+
+
+@pytest.mark.parametrize(
+    ("source", "translation", "expected"),
+    [
+        ("tu bandeja", "Your inbox", "your inbox"),  # after a tag: the sentence goes on
+        ("archivos copiados.", "Files copied.", "files copied."),  # after a number
+        ("Tu bandeja", "Your inbox", "Your inbox"),  # starts a sentence
+        ("y luego", "I then", "I then"),  # "I" is not a capitalised word
+        ("y luego", "URL then", "URL then"),  # nor is an acronym
+        ("desde org.gnome.Settings", "From Settings", "from Settings"),
+        ("ver Madrid", "Madrid see", "Madrid see"),  # a name the source has as it is
+        ("¿qué tal?", "¿How are you?", "¿how are you?"),
+        ("1234", "1234", "1234"),
+    ],
+)
+def test_a_unit_that_continues_a_sentence_keeps_its_lower_case(source, translation, expected):
+    assert continue_case(source, translation) == expected
+
+
+def test_placeholders_and_tags_inside_a_sentence_read_as_one_sentence():
+    layout = segment_text("Hola {name}, tienes %d mensajes nuevos en <b>tu bandeja</b>.", "es")
+    protect_units(layout)
+    english = {
+        "Hola": "Hello",
+        ", tienes": ", You have",
+        "mensajes nuevos en": "New messages in",
+        "tu bandeja": "Your inbox",
+    }
+    assert (
+        layout.join([english[unit] for unit in layout.units])
+        == "Hello {name}, you have %d new messages in <b>your inbox</b>."
+    )

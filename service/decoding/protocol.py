@@ -30,3 +30,18 @@ class Seq2SeqDecoder(Protocol[State]):
 
     def reorder_state(self, state: State, index: Tensor) -> State:
         """Keep rows `index` (B',) of the state: beam reordering and dropping finished rows."""
+
+
+class ContinuousDecoder(Seq2SeqDecoder[State], Protocol):
+    """A decoder whose batch can take new sources while it runs (iteration-level batching).
+
+    A ragged state keeps a position per row, so sources encoded at different times decode in
+    one batch; `merge_states` appends the rows of a fresh state to a running one.
+    """
+
+    def init_ragged_state(self, encoder: Any, need_alignment: bool = False) -> State:
+        """A cached state for (B, S) sources whose rows `merge_states` can join to others."""
+
+    @staticmethod
+    def merge_states(first: State, second: State) -> State:
+        """Rows of `first` then rows of `second`, padded to the longer source."""

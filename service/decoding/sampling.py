@@ -78,7 +78,7 @@ class SamplingRows:
         """(B, V) log-probabilities -> (B,) tokens: argmax for greedy rows, else a draw.
 
         Temperature, then top-k (ties with the k-th kept), then nucleus (top-p, the top token
-        always kept), as in `search.sample_next`.
+        always kept). The static search samples with these rows too (`search.sentence_sampling`).
         """
         greedy = log_probs.argmax(-1)
         sampled = self.temperature > 0

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from service.decoding.protocol import Seq2SeqDecoder
+from service.decoding.sampling import SamplingRows, draw_uniforms
 
 NEG_INF = -1.0e9  # finite, as in HF, so that arithmetic on masked beams never yields NaN
 DEFAULT_MIN_LENGTH = 1
@@ -82,21 +83,47 @@ def _log_probs(
     wordless: Tensor | None = None,
     silent: Tensor | None = None,
 ) -> Tensor:
-    """Next-token log-probabilities (B, V) with padding, and EOS before `min_length`, at -inf.
+    """`masked_log_probs` for a batch whose rows are all at `step` with the same options."""
+    return masked_log_probs(
+        model.config,
+        logits,
+        step < options.min_length,
+        step == options.max_length - 1,
+        wordless,
+        silent,
+    )
 
-    In the rows still `wordless` (B,), with only `silent` tokens so far, EOS is masked too,
-    and at the last step the silent tokens as well: the one token left must write something.
-    Masked after normalising, as Hugging Face's logits processors do in beam search, so the
-    scores of the tokens left are their unrenormalised log-probabilities in both.
+
+def masked_log_probs(
+    config,
+    logits: Tensor,
+    eos_blocked: bool | Tensor,
+    last: bool | Tensor,
+    wordless: Tensor | None = None,
+    silent: Tensor | None = None,
+) -> Tensor:
+    """Next-token log-probabilities (B, V) with padding, and EOS where `eos_blocked`, at -inf.
+
+    `eos_blocked` and `last` are one flag for every row (the static search: all rows at one
+    step) or one per row (B,) (the continuous engine: rows at their own steps): a row may not
+    end before `min_length`, and `last` marks its step `max_length - 1`. In the rows still
+    `wordless` (B,), with only `silent` tokens so far, EOS is masked too, and at the last step
+    the silent tokens as well: the one token left must write something. Masked after
+    normalising, as Hugging Face's logits processors do in beam search, so the scores of the
+    tokens left are their unrenormalised log-probabilities in both.
     """
     log_probs = logits.float().log_softmax(-1)
-    log_probs[:, model.config.pad_id] = float("-inf")  # padding is never a word
-    if step < options.min_length:
-        log_probs[:, model.config.eos_id] = float("-inf")
+    log_probs[:, config.pad_id] = float("-inf")  # padding is never a word
+    if isinstance(eos_blocked, Tensor):
+        log_probs[:, config.eos_id].masked_fill_(eos_blocked, float("-inf"))
+    elif eos_blocked:
+        log_probs[:, config.eos_id] = float("-inf")
     if wordless is not None and silent is not None and bool(wordless.any()):
         rows = wordless.nonzero().squeeze(1)
-        log_probs[rows, model.config.eos_id] = float("-inf")
-        if step == options.max_length - 1:
+        log_probs[rows, config.eos_id] = float("-inf")
+        if isinstance(last, Tensor):
+            rows = (wordless & last).nonzero().squeeze(1)
+        if isinstance(last, Tensor) or last:
             log_probs[rows[:, None], silent[None, :]] = float("-inf")
     return log_probs
 
@@ -133,7 +160,7 @@ def generate(
         return beam_search(model, src, options, silent_ids)
     if options.sampling and options.n_best > 1:
         repeated = src.repeat_interleave(options.n_best, 0)
-        flat = sample_or_greedy(model, repeated, options, silent_ids)
+        flat = sample_or_greedy(model, repeated, options, silent_ids, options.n_best)
         return [
             sorted(flat[i : i + options.n_best], key=lambda h: -h.score)
             for i in range(0, len(flat), options.n_best)
@@ -141,37 +168,44 @@ def generate(
     return [[h] for h in sample_or_greedy(model, src, options, silent_ids)]
 
 
-def sample_next(
-    log_probs: Tensor,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    """Temperature, then top-k, then nucleus (top-p) filtering; one draw per row (B, V) -> (B,)."""
-    logits = log_probs / temperature
-    if top_k > 0:
-        kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p < 1.0:
-        sorted_logits, order = logits.sort(dim=-1, descending=True)
-        probs = sorted_logits.softmax(-1)
-        drop_sorted = probs.cumsum(-1) - probs >= top_p  # the top token always stays
-        drop = drop_sorted.scatter(1, order, drop_sorted)
-        logits = logits.masked_fill(drop, float("-inf"))
-    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(1)
+def sentence_sampling(options: DecodeOptions, rows: int, device) -> SamplingRows:
+    """How the `rows` rows of one sentence choose their tokens: argmax, or seeded draws.
+
+    Each row of a sampled sentence inverts its CDF at draws of its own, all taken from the
+    sentence's seed (`sampling.draw_uniforms`), so a seeded sentence gets the same samples
+    alone, in any static batch, and in the continuous engine, whatever joins or leaves it.
+    """
+    if not options.sampling:
+        uniforms = torch.zeros((rows, 0), dtype=torch.float64)
+        temperature = 0.0
+    else:
+        uniforms = draw_uniforms(rows * options.max_length, options.seed).view(rows, -1)
+        temperature = options.temperature
+    return SamplingRows(
+        torch.full((rows,), temperature, dtype=torch.float32, device=device),
+        torch.full((rows,), options.top_k, dtype=torch.long, device=device),
+        torch.full((rows,), options.top_p, dtype=torch.float32, device=device),
+        uniforms.to(device),
+        torch.zeros(rows, dtype=torch.long, device=device),
+    )
 
 
 def sample_or_greedy(
-    model: Seq2SeqDecoder, src: Tensor, options: DecodeOptions, silent_ids: Sequence[int] = ()
+    model: Seq2SeqDecoder,
+    src: Tensor,
+    options: DecodeOptions,
+    silent_ids: Sequence[int] = (),
+    group: int = 1,
 ) -> list[Hypothesis]:
-    """Greedy (argmax) or ancestral sampling, one hypothesis per row."""
+    """Greedy (argmax) or ancestral sampling, one hypothesis per row.
+
+    Each `group` consecutive rows are the samples of one sentence (`sentence_sampling`).
+    """
     config = model.config
     batch = src.shape[0]
-    generator = None
-    if options.sampling:
-        generator = torch.Generator(device=src.device)
-        generator.manual_seed(options.seed if options.seed is not None else torch.seed())
+    sampling = SamplingRows.cat(
+        [sentence_sampling(options, group, src.device) for _ in range(batch // group)]
+    )
     state = model.init_state(
         model.encode(src), options.max_length, options.use_cache, options.return_alignment
     )
@@ -188,12 +222,7 @@ def sample_or_greedy(
     for step in range(options.max_length):
         logits, attention = model.step(tokens, state)
         log_probs = _log_probs(model, logits, step, options, wordless, silent)
-        if options.sampling:
-            tokens = sample_next(
-                log_probs, options.temperature, options.top_k, options.top_p, generator
-            )
-        else:
-            tokens = log_probs.argmax(-1)
+        tokens = sampling.choose(log_probs)
         token_scores = log_probs.gather(1, tokens[:, None]).squeeze(1)
         if wordless is not None:
             wordless = wordless & torch.isin(tokens, silent)
@@ -215,6 +244,7 @@ def sample_or_greedy(
             keep = torch.tensor(live, device=src.device)
             state = model.reorder_state(state, keep)
             rows, tokens = rows[keep], tokens[keep]
+            sampling = sampling.select(keep)
             if wordless is not None:
                 wordless = wordless[keep]
 
@@ -252,6 +282,98 @@ class _Finished:
         del self.items[self.capacity :]
 
 
+@dataclass
+class BeamSentence:
+    """One sentence's beam search across steps: what `beam_step` reads and updates."""
+
+    options: DecodeOptions
+    source_length: int
+    finished: _Finished
+    length: int = 0  # tokens generated by each running beam, the one chosen at this step included
+
+
+def beam_step(
+    log_probs: Tensor,
+    beam_scores: Tensor,
+    first_rows: Tensor,
+    sentences: Sequence[BeamSentence],
+    beam_size: int,
+    eos_id: int,
+    history: Tensor,
+    attn_history: Tensor | None,
+) -> tuple[list[int], Tensor, Tensor, Tensor]:
+    """One step of beam search for N sentences with the same beam size, each W rows wide.
+
+    log_probs (N * W, V): the sentences' rows, sentence by sentence; beam_scores (N, W);
+    first_rows (N,): where each sentence's rows start in `history` (R, T), the tokens of every
+    row so far (a sentence's first `length - 1` count), and in `attn_history` (R, T', S), its
+    cross-attention with this step's included. Adds the hypotheses that end now to each
+    sentence's `finished`. Returns the sentences that go on (indices into `sentences`) and
+    their K running candidates: scores, rows of `history` they extend, and tokens, (G, K) each.
+
+    The static search and the continuous engine both take their steps here.
+    """
+    k = beam_size
+    scores, beams, words = _top_candidates(log_probs, beam_scores, 2 * k)  # (N, 2K), best first
+    rows = beams + first_rows[:, None]
+    last = [s.length >= s.options.max_length for s in sentences]
+    ends = words == eos_id
+    if any(last):
+        ends |= torch.tensor(last, device=ends.device)[:, None]
+
+    # Ending candidates count only within the top K, and only for sentences still taking
+    # hypotheses (decided before the step, as in HF: early_stopping=True closes a full set).
+    closed = [s.options.early_stopping is True and s.finished.full for s in sentences]
+    ending = ends[:, :k].nonzero().tolist()
+    if ending:
+        top_scores, top_rows, top_words = (t[:, :k].tolist() for t in (scores, rows, words))
+    for slot, rank in ending:
+        if closed[slot]:
+            continue
+        sentence = sentences[slot]
+        row, word = top_rows[slot][rank], top_words[slot][rank]
+        eos = word == eos_id
+        sentence.finished.add(
+            _hypothesis(
+                history[row, : sentence.length - 1].tolist() + ([] if eos else [word]),
+                top_scores[slot][rank] / sentence.length**sentence.options.length_penalty,
+                attn_history if sentence.options.return_alignment else None,
+                row,
+                sentence.length,
+                sentence.source_length,
+                eos,
+            )
+        )
+
+    # Each sentence's K best candidates that do not end run on (2K always hold K of them:
+    # a beam has one EOS). A sentence at its last step runs on with none.
+    open_slots = [slot for slot, at_end in enumerate(last) if not at_end]
+    if not open_slots:
+        return [], scores[:0, :k], rows[:0, :k], words[:0, :k]
+    if len(open_slots) < len(sentences):
+        kept = torch.tensor(open_slots, device=scores.device)
+        scores, rows, words, ends = scores[kept], rows[kept], words[kept], ends[kept]
+    running = ~ends
+    running &= running.cumsum(1) <= k
+    picked = running.nonzero()[:, 1].view(len(open_slots), k)
+    scores, rows, words = (t.gather(1, picked) for t in (scores, rows, words))
+    best = scores[:, 0].tolist()
+    going = [
+        position
+        for position, slot in enumerate(open_slots)
+        if not _done(
+            sentences[slot].finished,
+            best[position],
+            sentences[slot].length,
+            sentences[slot].options,
+        )
+    ]
+    if len(going) < len(open_slots):
+        kept = torch.tensor(going, device=scores.device, dtype=torch.long)
+        scores, rows, words = scores[kept], rows[kept], words[kept]
+    return [open_slots[position] for position in going], scores, rows, words
+
+
 def beam_search(
     model: Seq2SeqDecoder, src: Tensor, options: DecodeOptions, silent_ids: Sequence[int] = ()
 ) -> list[list[Hypothesis]]:
@@ -264,75 +386,40 @@ def beam_search(
     state = model.init_state(
         model.encode(src), options.max_length, options.use_cache, options.return_alignment
     )
-    source_lengths = _source_lengths(model, src)
+    sentences = [
+        BeamSentence(options, length, _Finished(k)) for length in _source_lengths(model, src)
+    ]
     live = list(range(batch))  # sentences still searching; each owns `width` consecutive rows
     width = 1
     beam_scores = torch.zeros((batch, 1), device=device)
     history = torch.empty((batch, 0), dtype=torch.long, device=device)
     attn_history: Tensor | None = None
     tokens = torch.full((batch,), config.decoder_start_id, dtype=torch.long, device=device)
-    finished = [_Finished(k) for _ in range(batch)]
     silent = _silent_tokens(silent_ids, options, device)
     wordless = None if silent is None else torch.ones(batch, dtype=torch.bool, device=device)
 
     for step in range(options.max_length):
-        length = step + 1  # generated tokens including the one chosen now
-        last_step = step == options.max_length - 1
         logits, attention = model.step(tokens, state)
         if attention is not None:
             attention = attention[:, None]
             attn_history = (
                 attention if attn_history is None else torch.cat([attn_history, attention], 1)
             )  # (rows, t, S)
-        scores, beams, words = _top_candidates(
-            _log_probs(model, logits, step, options, wordless, silent), beam_scores, 2 * k
-        )  # (N, 2K) each, best first
-        n_live = len(live)
-        rows = beams + torch.arange(n_live, device=device)[:, None] * width
-        ends = torch.ones_like(words, dtype=torch.bool) if last_step else words == config.eos_id
-
-        # Ending candidates count only within the top K, and only for sentences still taking
-        # hypotheses (decided before the step, as in HF: early_stopping=True closes a full set).
-        closed = [options.early_stopping is True and finished[s].full for s in live]
-        ending = ends[:, :k].nonzero().tolist()
-        if ending:
-            top_scores, top_rows, top_words = (t[:, :k].tolist() for t in (scores, rows, words))
-        for slot, rank in ending:
-            if closed[slot]:
-                continue
-            row, word = top_rows[slot][rank], top_words[slot][rank]
-            eos = word == config.eos_id
-            finished[live[slot]].add(
-                _hypothesis(
-                    history[row].tolist() + ([] if eos else [word]),
-                    top_scores[slot][rank] / length**options.length_penalty,
-                    attn_history,
-                    row,
-                    source_lengths[live[slot]],
-                    eos,
-                )
-            )
-        if last_step:
-            break
-
-        # Each sentence's K best candidates that do not end run on (2K always hold K of them:
-        # a beam has one EOS).
-        running = ~ends
-        running &= running.cumsum(1) <= k
-        picked = running.nonzero()[:, 1].view(n_live, k)
-        scores, rows, words = (t.gather(1, picked) for t in (scores, rows, words))
-        best = scores[:, 0].tolist()
-        going = [
-            slot
-            for slot, sentence in enumerate(live)
-            if not _done(finished[sentence], best[slot], length, options)
-        ]
+        for sentence in live:
+            sentences[sentence].length = step + 1
+        going, scores, rows, words = beam_step(
+            _log_probs(model, logits, step, options, wordless, silent),
+            beam_scores,
+            torch.arange(len(live), device=device) * width,
+            [sentences[sentence] for sentence in live],
+            k,
+            config.eos_id,
+            history,
+            attn_history,
+        )
         if not going:
             break
-        if len(going) < n_live:
-            kept = torch.tensor(going, device=device)
-            scores, rows, words = scores[kept], rows[kept], words[kept]
-            live = [live[slot] for slot in going]
+        live = [live[slot] for slot in going]
         index, tokens = rows.flatten(), words.flatten()
         state = model.reorder_state(state, index)
         history = torch.cat([history.index_select(0, index), tokens[:, None]], 1)
@@ -343,7 +430,7 @@ def beam_search(
         beam_scores = scores
         width = k
 
-    return [f.items[: options.n_best] for f in finished]
+    return [sentence.finished.items[: options.n_best] for sentence in sentences]
 
 
 def _top_candidates(
@@ -405,8 +492,12 @@ def _hypothesis(
     score: float,
     attn_history: Tensor | None,
     row: int,
+    length: int,
     source_length: int,
     ended: bool,
 ) -> Hypothesis:
-    alignment = None if attn_history is None else attn_history[row, :, :source_length].clone()
+    """The first `length` steps of `row` of attn_history (R, T, S) are its alignment."""
+    alignment = None
+    if attn_history is not None:
+        alignment = attn_history[row, :length, :source_length].clone()
     return Hypothesis(tokens, score, alignment, ended)

@@ -216,3 +216,73 @@ class MultiHeadAttention(nn.Module):
             averaged = None
         out = out.transpose(1, 2).reshape(batch, length, channels)  # (B, T, C)
         return self.out_proj(out), averaged
+
+
+@dataclass
+class RaggedKVCache:
+    """One layer's keys/values for rows of different lengths, in (B, H, T_max, D) buffers.
+
+    Continuous batching puts rows that started at different times in one batch, so each row
+    sits at its own position. It speaks `KVCache.append`, so the decoder blocks use it
+    unchanged. Each cache keeps its rows' lengths and advances them itself when it appends:
+    nothing has to be set on it before a layer runs, so no call order can write a row at a
+    stale position. Entries past a row's length are zeros, never garbage: a masked position's
+    weight is 0, and 0 * NaN would still be NaN.
+    """
+
+    keys: Tensor
+    values: Tensor
+    lengths: Tensor  # (B,) entries held per row: row b's next entry goes at lengths[b]
+    # False: the buffers were sized for the longest row (the language model's prefill) and a
+    # longer one is an error; True: they double when a row outgrows them (the translation
+    # engine, which cannot know how long a translation gets).
+    growable: bool = False
+
+    @classmethod
+    def empty(
+        cls, batch: int, heads: int, head_dim: int, like: Tensor, capacity: int = 16
+    ) -> RaggedKVCache:
+        shape = (batch, heads, capacity, head_dim)
+        lengths = torch.zeros(batch, dtype=torch.long, device=like.device)
+        return cls(like.new_zeros(shape), like.new_zeros(shape), lengths, growable=True)
+
+    def append(self, keys: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
+        """Store one new (B, H, 1, D) entry per row; return the buffers up to the longest row."""
+        if keys.shape[2] != 1:
+            raise ValueError("a ragged cache takes one entry per row per step")
+        width = int(self.lengths.max()) + 1
+        if width > self.keys.shape[2]:
+            if not self.growable:
+                raise ValueError("the cache is full: raise max_len")
+            self.keys, self.values = (
+                _widen(t, max(width, 2 * t.shape[2])) for t in (self.keys, self.values)
+            )
+        rows = torch.arange(keys.shape[0], device=keys.device)
+        self.keys[rows, :, self.lengths] = keys[:, :, 0]
+        self.values[rows, :, self.lengths] = values[:, :, 0]
+        self.lengths = self.lengths + 1
+        return self.keys[:, :, :width], self.values[:, :, :width]
+
+    def reorder(self, index: Tensor) -> RaggedKVCache:
+        return RaggedKVCache(
+            self.keys.index_select(0, index),
+            self.values.index_select(0, index),
+            self.lengths.index_select(0, index),
+            self.growable,
+        )
+
+    @staticmethod
+    def cat(first: RaggedKVCache, second: RaggedKVCache) -> RaggedKVCache:
+        """Rows of `first` then rows of `second`, in buffers as long as the longer of the two."""
+        width = max(first.keys.shape[2], second.keys.shape[2])
+        return RaggedKVCache(
+            torch.cat([_widen(first.keys, width), _widen(second.keys, width)]),
+            torch.cat([_widen(first.values, width), _widen(second.values, width)]),
+            torch.cat([first.lengths, second.lengths]),
+            first.growable or second.growable,
+        )
+
+
+def _widen(buffer: Tensor, capacity: int) -> Tensor:
+    """(B, H, T, D) -> (B, H, capacity, D), the new positions zero."""
+    return F.pad(buffer, (0, 0, 0, capacity - buffer.shape[2]))

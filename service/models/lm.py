@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from service.models.attention import KVCache
+from service.models.attention import KVCache, RaggedKVCache
 from service.models.packed import PackedWeight, linear
 from service.models.presets import Presets
 from service.models.transformer import (
@@ -51,40 +51,6 @@ class LMConfig(Presets):
     def __post_init__(self):
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}")
-
-
-@dataclass
-class RaggedKVCache:
-    """One layer's keys/values for rows of different lengths, in (B, H, T_max, D) buffers.
-
-    It speaks `KVCache.append`, so the decoder blocks use it unchanged. Each cache keeps its
-    rows' lengths and advances them itself when it appends: nothing has to be set on it before
-    a layer runs, so no call order can write a row at a stale position.
-    """
-
-    keys: Tensor
-    values: Tensor
-    lengths: Tensor  # (B,) entries held per row: row b's next entry goes at lengths[b]
-
-    def append(self, keys: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
-        """Store one new (B, H, 1, D) entry per row; return the buffers up to the longest row."""
-        if keys.shape[2] != 1:
-            raise ValueError("a ragged cache takes one entry per row per step")
-        width = int(self.lengths.max()) + 1
-        if width > self.keys.shape[2]:
-            raise ValueError("the cache is full: raise max_len")
-        rows = torch.arange(keys.shape[0], device=keys.device)
-        self.keys[rows, :, self.lengths] = keys[:, :, 0]
-        self.values[rows, :, self.lengths] = values[:, :, 0]
-        self.lengths = self.lengths + 1
-        return self.keys[:, :, :width], self.values[:, :, :width]
-
-    def reorder(self, index: Tensor) -> RaggedKVCache:
-        return RaggedKVCache(
-            self.keys.index_select(0, index),
-            self.values.index_select(0, index),
-            self.lengths.index_select(0, index),
-        )
 
 
 @dataclass
@@ -206,17 +172,5 @@ class LanguageModel(nn.Module):
         """Rows of `first` then rows of `second`, in buffers as long as the longer of the two."""
         if first.batch_size == 0:
             return second
-        width = max(first.caches[0].keys.shape[2], second.caches[0].keys.shape[2])
-
-        def widen(t: Tensor) -> Tensor:
-            return F.pad(t, (0, 0, 0, width - t.shape[2]))
-
-        caches = [
-            RaggedKVCache(
-                torch.cat([widen(a.keys), widen(b.keys)]),
-                torch.cat([widen(a.values), widen(b.values)]),
-                torch.cat([a.lengths, b.lengths]),
-            )
-            for a, b in zip(first.caches, second.caches, strict=True)
-        ]
+        caches = [RaggedKVCache.cat(a, b) for a, b in zip(first.caches, second.caches, strict=True)]
         return LMState(caches)

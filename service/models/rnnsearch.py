@@ -168,3 +168,34 @@ class RNNSearch(nn.Module):
             pick(state.prefix),
             state.need_alignment,
         )
+
+    # Continuous batching (service.decoding.continuous): the state is per row already.
+
+    def init_ragged_state(
+        self, encoder: Annotations, need_alignment: bool = False
+    ) -> RNNSearchState:
+        return self.init_state(encoder, 0, True, need_alignment)
+
+    @staticmethod
+    def merge_states(first: RNNSearchState, second: RNNSearchState) -> RNNSearchState:
+        """Rows of `first` then rows of `second` (cached states), sources padded to the longer."""
+        if first.hidden.shape[0] == 0:
+            return second
+        width = max(first.encoder.mask.shape[1], second.encoder.mask.shape[1])
+
+        def cat(a: Tensor, b: Tensor) -> Tensor:  # (B, S, ...) or (B, S), padded along S
+            pads = lambda t: (0, 0) * (t.dim() - 2) + (0, width - t.shape[1])  # noqa: E731
+            return torch.cat([F.pad(a, pads(a)), F.pad(b, pads(b))])
+
+        encoder = Annotations(
+            cat(first.encoder.states, second.encoder.states),
+            cat(first.encoder.mask, second.encoder.mask),
+            torch.cat([first.encoder.initial, second.encoder.initial]),
+        )
+        return RNNSearchState(
+            encoder,
+            cat(first.keys, second.keys),
+            torch.cat([first.hidden, second.hidden]),
+            None,
+            first.need_alignment or second.need_alignment,
+        )

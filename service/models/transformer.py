@@ -16,7 +16,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from service.models.attention import KVCache, MultiHeadAttention, StaticKV, shared_rows
+from service.models.attention import (
+    KVCache,
+    MultiHeadAttention,
+    RaggedKVCache,
+    StaticKV,
+    shared_rows,
+)
 from service.models.packed import Linear, PackedWeight, linear
 from service.models.presets import Presets
 
@@ -197,14 +203,20 @@ class TransformerState:
     With the cache on, `self_attn` holds every layer's keys/values and `cross_attn` the encoder
     keys/values projected once. With it off (benchmarks), `prefix` holds the tokens so far and
     each step recomputes the decoder over all of them.
+
+    A ragged state (`init_ragged_state`, for continuous batching) has `sources` set: its rows
+    sit at positions of their own (`RaggedKVCache`), each row has its own memory row, and
+    `sources` names the source each row decodes, so a reorder that leaves every row on the
+    source it had (a beam step) keeps the cross-attention keys and values without a copy.
     """
 
     encoder: EncoderOutput
     cross_attn: list[StaticKV] | None
-    self_attn: list[KVCache] | None
+    self_attn: list[KVCache] | list[RaggedKVCache] | None
     prefix: Tensor | None  # (B, t) when the cache is off
     position: int = 0
     need_alignment: bool = False
+    sources: Tensor | None = None  # (B,) ragged states only: an id per source, equal per row
 
 
 class Transformer(nn.Module):
@@ -321,14 +333,18 @@ class Transformer(nn.Module):
             state.position += 1
             return self.logits(hidden[:, -1]), None if weights is None else weights[:, -1]
 
-        x = self.embed(tokens[:, None], start=state.position)  # (B, 1, C)
+        if state.sources is None:
+            x = self.embed(tokens[:, None], start=state.position)  # (B, 1, C)
+            self_mask = None  # one query sees every cached position: causal by construction
+        else:
+            x, self_mask = self._embed_ragged(tokens, state.self_attn[0].lengths)
         memory_mask = state.encoder.mask[:, None, None, :]  # (N, 1, 1, S): one per memory row
         weights = None
         for i, layer in enumerate(self.decoder.layers):
             last = i == len(self.decoder.layers) - 1
             x, weights = layer(
                 x,
-                self_mask=None,  # one query sees every cached position: causal by construction
+                self_mask=self_mask,
                 cache=state.self_attn[i],
                 static_kv=state.cross_attn[i],
                 memory_mask=memory_mask,
@@ -338,6 +354,8 @@ class Transformer(nn.Module):
         return self.logits(x[:, 0]), None if weights is None else weights[:, 0]
 
     def reorder_state(self, state: TransformerState, index: Tensor) -> TransformerState:
+        if state.sources is not None:
+            return self._reorder_ragged(state, index)
         encoder = state.encoder
         entries, group = shared_rows(index, encoder.group, encoder.memory.shape[0])
         return TransformerState(
@@ -351,4 +369,85 @@ class Transformer(nn.Module):
             prefix=None if state.prefix is None else state.prefix.index_select(0, index),
             position=state.position,
             need_alignment=state.need_alignment,
+        )
+
+    # Continuous batching (service.decoding.continuous): rows at positions of their own.
+
+    def init_ragged_state(
+        self, encoder: EncoderOutput, need_alignment: bool = False
+    ) -> TransformerState:
+        """A cached state that `merge_states` can join to a running batch of other sources.
+
+        Each decoder row gets a memory row of its own: beams of sentences with different beam
+        sizes cannot share memory rows by fixed groups (`StaticKV.group`).
+        """
+        encoder = encoder.expanded()
+        heads = self.config.n_heads
+        head_dim = self.config.d_model // heads
+        cross = [layer.encoder_attn.project_kv(encoder.memory) for layer in self.decoder.layers]
+        caches = [
+            RaggedKVCache.empty(encoder.rows, heads, head_dim, encoder.memory)
+            for _ in self.decoder.layers
+        ]
+        sources = torch.arange(encoder.rows, device=encoder.memory.device)
+        return TransformerState(encoder, cross, caches, None, 0, need_alignment, sources)
+
+    def _embed_ragged(self, tokens: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """(B,) tokens at positions `lengths` (B,) -> inputs (B, 1, C), self-attention mask
+        (B, 1, 1, W): each row sees its own prefix only."""
+        width = int(lengths.max()) + 1
+        if width > self.config.max_positions:
+            raise ValueError(
+                f"sequence of {width} tokens exceeds max_positions={self.config.max_positions}"
+            )
+        x = self.shared(tokens[:, None]) * self.embed_scale + self.positions[lengths][:, None]
+        visible = torch.arange(width, device=tokens.device)[None, :] <= lengths[:, None]
+        return F.dropout(x, self.config.dropout, self.training), visible[:, None, None, :]
+
+    def _reorder_ragged(self, state: TransformerState, index: Tensor) -> TransformerState:
+        sources = state.sources.index_select(0, index)
+        kept = sources.shape == state.sources.shape and torch.equal(sources, state.sources)
+        return TransformerState(
+            encoder=state.encoder if kept else state.encoder.select(index, 1),
+            cross_attn=state.cross_attn
+            if kept
+            else [kv.select(index, 1) for kv in state.cross_attn],
+            self_attn=[cache.reorder(index) for cache in state.self_attn],
+            prefix=None,
+            need_alignment=state.need_alignment,
+            sources=sources,
+        )
+
+    @staticmethod
+    def merge_states(first: TransformerState, second: TransformerState) -> TransformerState:
+        """Rows of `first` then rows of `second` (ragged states), sources padded to the longer."""
+        if first.sources.numel() == 0:
+            return second
+        width = max(first.encoder.mask.shape[1], second.encoder.mask.shape[1])
+
+        def kv(a: StaticKV, b: StaticKV) -> StaticKV:
+            pad = lambda t: F.pad(t, (0, 0, 0, width - t.shape[2]))  # noqa: E731
+            return StaticKV(
+                torch.cat([pad(a.keys), pad(b.keys)]), torch.cat([pad(a.values), pad(b.values)])
+            )
+
+        memory = torch.cat(
+            [
+                F.pad(e.memory, (0, 0, 0, width - e.memory.shape[1]))
+                for e in (first.encoder, second.encoder)
+            ]
+        )
+        mask = torch.cat(
+            [F.pad(e.mask, (0, width - e.mask.shape[1])) for e in (first.encoder, second.encoder)]
+        )
+        return TransformerState(
+            encoder=EncoderOutput(memory, mask),
+            cross_attn=[kv(a, b) for a, b in zip(first.cross_attn, second.cross_attn, strict=True)],
+            self_attn=[
+                RaggedKVCache.cat(a, b)
+                for a, b in zip(first.self_attn, second.self_attn, strict=True)
+            ],
+            prefix=None,
+            need_alignment=first.need_alignment or second.need_alignment,
+            sources=torch.cat([first.sources, second.sources + int(first.sources.max()) + 1]),
         )

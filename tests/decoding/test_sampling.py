@@ -31,7 +31,7 @@ def test_draws_follow_the_distribution_and_never_pick_an_impossible_token():
     assert frequencies[4] == 0
 
 
-def test_top_k_top_p_and_temperature_filter_as_sample_next_does():
+def test_top_k_top_p_and_temperature_filter_per_row():
     log_probs = PROBS.log()[None].expand(4, -1)
     settings = [(1.0, 2, 1.0, 1), (1.0, 0, 0.6, 2), (0.05, 0, 1.0, 3), (0.0, 0, 1.0, 0)]
     tokens = draw(rows(*settings), log_probs, 2000)

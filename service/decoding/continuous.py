@@ -1,0 +1,429 @@
+"""Iteration-level (continuous) batching for the translators: one engine loop, one step at a time.
+
+`TranslationEngine.step()` advances every running sentence by one decoder step in a single
+batched model call. A sentence that arrives is encoded with the other newcomers of that step
+(the encoder runs for them alone) and its rows join the running batch at once; a sentence that
+finishes leaves it at once and comes back from that very `step()`. A short sentence therefore
+never waits for a long one that happened to be in its batch, and a batch does not empty as its
+sentences end: newcomers take their places.
+
+Rows of one batch are at different positions and attend over sources of different lengths, so
+the model runs a ragged state (`protocol.ContinuousDecoder`: per-row positions, per-row cross
+attention keys and values, sources padded and masked). Each sentence owns consecutive rows: one
+per beam hypothesis (beam search; sentences with different beam sizes side by side), one per
+sample (sampling with n-best), or one (greedy). The search itself is the static path's:
+`search.masked_log_probs` with per-row flags, `search.beam_step` for each group of sentences
+with the same beam size and width, and `search.sentence_sampling` rows for greedy and sampling,
+so a sentence gets the hypotheses that `search.generate` gives it alone, whatever it shares
+steps with (tests/decoding/test_continuous.py).
+
+The engine is synchronous and single-threaded; the serving layer drives it
+(`service/serving/translation.py`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from service.decoding.batching import pad_batch
+from service.decoding.protocol import ContinuousDecoder
+from service.decoding.sampling import SamplingRows
+from service.decoding.search import (
+    BeamSentence,
+    DecodeOptions,
+    Hypothesis,
+    _Finished,
+    beam_step,
+    masked_log_probs,
+    sentence_sampling,
+)
+
+
+@dataclass(frozen=True)
+class TranslationOutput:
+    """A finished sentence: its n-best list (best first) and what it waited for and cost."""
+
+    request_id: Hashable
+    hypotheses: list[Hypothesis]
+    source_tokens: int
+    steps: int  # decoder steps it took part in
+    queue_s: float  # added -> encoded
+    decode_s: float  # encoded -> finished
+    mean_batch: float  # sentences per step, averaged over its steps
+
+
+@dataclass
+class _Sentence:
+    request_id: Hashable
+    source: list[int]
+    options: DecodeOptions
+    beam: BeamSentence | None  # beam search; None: greedy or sampling, one row per sample
+    added: float = field(default_factory=time.perf_counter)
+    admitted: float = 0.0
+    width: int = 0  # rows it holds in the running batch
+    slots: list[int] = field(default_factory=list)  # sample of each row it holds, in order
+    scores: list[float] = field(default_factory=list)  # per sample: sum of log-probs
+    samples: list[Hypothesis | None] = field(default_factory=list)
+    steps: int = 0
+    batch_total: int = 0  # sum of the running sentences over its steps
+
+    @property
+    def rows(self) -> int:
+        """Rows it holds once its search is under way."""
+        if self.beam is not None:
+            return self.options.beam_size
+        return self.options.n_best if self.options.sampling else 1
+
+    def hypotheses(self) -> list[Hypothesis]:
+        if self.beam is not None:
+            return self.beam.finished.items[: self.options.n_best]
+        return sorted(self.samples, key=lambda h: -h.score)  # type: ignore[arg-type, union-attr]
+
+
+class TranslationEngine:
+    """Continuous batching of source-id sentences over one `ContinuousDecoder` model.
+
+    max_batch_size bounds the sentences running together; max_batch_tokens the padded source
+    tokens of their rows (rows x longest source), as the static path's `Translator` budget
+    does for one call. A sentence over the budget alone still runs, alone.
+    """
+
+    def __init__(
+        self,
+        model: ContinuousDecoder,
+        silent_ids: Sequence[int] = (),
+        max_batch_size: int = 32,
+        max_batch_tokens: int = 8192,
+    ):
+        self.model = model
+        self.config = model.config
+        self.max_batch_size = max_batch_size
+        self.max_batch_tokens = max_batch_tokens
+        self.device = next(model.parameters()).device
+        self.silent = (
+            torch.tensor(sorted(set(silent_ids)), dtype=torch.long, device=self.device)
+            if silent_ids
+            else None
+        )
+        self.waiting: deque[_Sentence] = deque()
+        self.running: list[_Sentence] = []
+        self.batch_sizes: list[int] = []  # sentences per step, for metrics; the caller clears it
+        self._clear()
+
+    def _clear(self) -> None:
+        """No rows: every per-row tensor below has one entry per row of the model state."""
+        self.state = None
+        self.tokens = self._rows(torch.long)  # the token each row feeds next
+        self.generated = self._rows(torch.long)  # tokens each row has generated
+        self.history = torch.zeros((0, 16), dtype=torch.long, device=self.device)  # (R, T)
+        self.beam_scores = self._rows(torch.float32)
+        self.beam_rows = self._rows(torch.bool)
+        self.wordless = self._rows(torch.bool)  # only silent tokens so far (search.py)
+        self.min_length = self._rows(torch.long)
+        self.max_length = self._rows(torch.long)
+        self.attention: Tensor | None = None  # (R, T, S) once a sentence asks for alignment
+        self.sampling: SamplingRows | None = None  # the rows that are not beams, in order
+
+    def _rows(self, dtype: torch.dtype) -> Tensor:
+        return torch.zeros(0, dtype=dtype, device=self.device)
+
+    def add(self, request_id: Hashable, source: list[int], options: DecodeOptions) -> None:
+        """Queue one sentence (source ids, EOS included); it joins the batch at the next step."""
+        if not source:
+            raise ValueError("a source needs at least one token (its EOS)")
+        if not options.use_cache:
+            raise ValueError(
+                "continuous batching decodes with the cache; use_cache=False is static"
+            )
+        beam = None
+        if options.beam_size > 1:
+            beam = BeamSentence(options, len(source), _Finished(options.beam_size))
+        self.waiting.append(_Sentence(request_id, list(source), options, beam))
+
+    def cancel(self, request_id: Hashable) -> bool:
+        """Drop a sentence wherever it is; its rows leave the batch now. True if it was there."""
+        for sentence in self.waiting:
+            if sentence.request_id == request_id:
+                self.waiting.remove(sentence)
+                return True
+        offset = 0
+        for position, sentence in enumerate(self.running):
+            if sentence.request_id == request_id:
+                rows = torch.arange(self.tokens.shape[0], device=self.device)
+                keep = (rows < offset) | (rows >= offset + sentence.width)
+                del self.running[position]
+                if self.running:
+                    self._select(keep.nonzero().squeeze(1))
+                else:
+                    self._clear()
+                return True
+            offset += sentence.width
+        return False
+
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    @property
+    def rows(self) -> int:
+        return int(self.tokens.shape[0])
+
+    @torch.inference_mode()
+    def step(self) -> list[TranslationOutput]:
+        """Admit newcomers, run one decoder step for every row, retire finished sentences."""
+        self._admit()
+        if not self.running:
+            return []
+        logits, attention = self.model.step(self.tokens, self.state)
+        self.batch_sizes.append(len(self.running))
+        log_probs = masked_log_probs(
+            self.config,
+            logits,
+            self.generated < self.min_length,
+            self.generated == self.max_length - 1,
+            self.wordless if self.silent is not None else None,
+            self.silent,
+        )
+        if attention is not None:
+            self._record_attention(attention)
+
+        offsets, offset = [], 0
+        for sentence in self.running:
+            offsets.append(offset)
+            offset += sentence.width
+            sentence.steps += 1
+            sentence.batch_total += len(self.running)
+            if sentence.beam is not None:
+                sentence.beam.length += 1
+        beams = self._beam_steps(log_probs, offsets)
+        chosen = self._choose(log_probs)
+
+        index, tokens, scores, outputs, running = [], [], [], [], []
+        generated = self.generated.tolist()
+        eos = self.config.eos_id
+        for position, sentence in enumerate(self.running):
+            first = offsets[position]
+            if sentence.beam is not None:
+                picked = beams.get(position)
+                if picked is None:
+                    outputs.append(self._output(sentence))
+                    continue
+                rows, words, beam_scores = picked
+                index.append(rows)
+                tokens.append(words)
+                scores.append(beam_scores)
+                sentence.width = rows.shape[0]
+                running.append(sentence)
+                continue
+            kept, kept_tokens, slots = [], [], []
+            for row in range(first, first + sentence.width):
+                token, score = chosen[row]
+                slot = sentence.slots[row - first]
+                sentence.scores[slot] += score
+                length = generated[row] + 1
+                if token == eos or length >= sentence.options.max_length:
+                    tokens_so_far = self.history[row, : length - 1].tolist()
+                    sentence.samples[slot] = Hypothesis(
+                        tokens_so_far + ([] if token == eos else [token]),
+                        sentence.scores[slot],
+                        self._alignment(sentence, row, length),
+                        token == eos,
+                    )
+                else:
+                    kept.append(row)
+                    kept_tokens.append(token)
+                    slots.append(slot)
+            if not kept:
+                outputs.append(self._output(sentence))
+                continue
+            index.append(torch.tensor(kept, device=self.device))
+            tokens.append(torch.tensor(kept_tokens, device=self.device))
+            scores.append(torch.zeros(len(kept), device=self.device))
+            sentence.width, sentence.slots = len(kept), slots
+            running.append(sentence)
+
+        self.running = running
+        if not running:
+            self._clear()
+            return outputs
+        self._select(torch.cat(index))
+        self._extend(torch.cat(tokens))
+        self.beam_scores = torch.cat(scores)
+        return outputs
+
+    def _beam_steps(self, log_probs: Tensor, offsets: list[int]) -> dict[int, tuple]:
+        """`search.beam_step` per group of sentences of one beam size and width.
+
+        Returns, per running sentence (its position) that goes on, its K rows to extend, their
+        tokens and scores (K,) each.
+        """
+        groups: dict[tuple[int, int], list[int]] = {}
+        for position, sentence in enumerate(self.running):
+            if sentence.beam is not None:
+                key = (sentence.options.beam_size, sentence.width)
+                groups.setdefault(key, []).append(position)
+        picked: dict[int, tuple] = {}
+        for (beam_size, width), members in groups.items():
+            first = torch.tensor([offsets[m] for m in members], device=self.device)
+            rows = (first[:, None] + torch.arange(width, device=self.device)).flatten()
+            going, scores, sources, words = beam_step(
+                log_probs.index_select(0, rows),
+                self.beam_scores.index_select(0, rows).view(len(members), width),
+                first,
+                [self.running[m].beam for m in members],
+                beam_size,
+                self.config.eos_id,
+                self.history,
+                self.attention,
+            )
+            for j, slot in enumerate(going):
+                picked[members[slot]] = (sources[j], words[j], scores[j])
+        return picked
+
+    def _choose(self, log_probs: Tensor) -> dict[int, tuple[int, float]]:
+        """Greedy and sampled rows: row -> (token, its log-probability)."""
+        rows = (~self.beam_rows).nonzero().squeeze(1)
+        if rows.numel() == 0:
+            return {}
+        candidates = log_probs.index_select(0, rows)
+        tokens = self.sampling.choose(candidates)
+        scores = candidates.gather(1, tokens[:, None]).squeeze(1)
+        pairs = zip(tokens.tolist(), scores.tolist(), strict=True)
+        return dict(zip(rows.tolist(), pairs, strict=True))
+
+    def _alignment(self, sentence: _Sentence, row: int, length: int) -> Tensor | None:
+        if not sentence.options.return_alignment or self.attention is None:
+            return None
+        return self.attention[row, :length, : len(sentence.source)].clone()
+
+    def _output(self, sentence: _Sentence) -> TranslationOutput:
+        now = time.perf_counter()
+        return TranslationOutput(
+            request_id=sentence.request_id,
+            hypotheses=sentence.hypotheses(),
+            source_tokens=len(sentence.source),
+            steps=sentence.steps,
+            queue_s=sentence.admitted - sentence.added,
+            decode_s=now - sentence.admitted,
+            mean_batch=sentence.batch_total / max(sentence.steps, 1),
+        )
+
+    def _select(self, index: Tensor) -> None:
+        """Keep rows `index` (R',) of every per-row tensor and of the model state."""
+        if index.shape[0] != self.rows or not torch.equal(
+            index, torch.arange(self.rows, device=self.device)
+        ):
+            self.state = self.model.reorder_state(self.state, index)
+        if self.sampling is not None:
+            free = ~self.beam_rows
+            position = free.long().cumsum(0) - 1  # each free row's place in `sampling`
+            kept = index[free.index_select(0, index)]
+            self.sampling = self.sampling.select(position.index_select(0, kept))
+        for name in (
+            "tokens",
+            "generated",
+            "history",
+            "beam_scores",
+            "beam_rows",
+            "wordless",
+            "min_length",
+            "max_length",
+        ):
+            setattr(self, name, getattr(self, name).index_select(0, index))
+        if self.attention is not None:
+            self.attention = self.attention.index_select(0, index)
+
+    def _extend(self, tokens: Tensor) -> None:
+        """Each row takes the token it chose (R,): into its history, and fed at the next step."""
+        width = int(self.generated.max()) + 1
+        if width > self.history.shape[1]:
+            grow = max(width, 2 * self.history.shape[1]) - self.history.shape[1]
+            self.history = F.pad(self.history, (0, grow))
+        rows = torch.arange(self.rows, device=self.device)
+        self.history[rows, self.generated] = tokens
+        self.generated = self.generated + 1
+        if self.silent is not None:
+            self.wordless &= torch.isin(tokens, self.silent)
+        self.tokens = tokens
+
+    def _record_attention(self, attention: Tensor) -> None:
+        """Store each row's cross-attention (R, S) of this step at its own position."""
+        rows, sources = attention.shape
+        if self.attention is None:
+            self.attention = attention.new_zeros((rows, self.history.shape[1], sources))
+        width = int(self.generated.max()) + 1
+        grow_t = max(0, width - self.attention.shape[1])
+        if grow_t:
+            grow_t = max(grow_t, self.attention.shape[1])
+        if grow_t or sources > self.attention.shape[2]:
+            self.attention = F.pad(
+                self.attention, (0, sources - self.attention.shape[2], 0, grow_t)
+            )
+        self.attention[torch.arange(rows, device=self.device), self.generated] = attention
+
+    def _admit(self) -> None:
+        """Encode the waiting sentences that fit, together, and join their rows to the batch."""
+        admitted: list[_Sentence] = []
+        rows = sum(s.rows for s in self.running)
+        longest = max((len(s.source) for s in self.running), default=0)
+        while self.waiting and len(self.running) + len(admitted) < self.max_batch_size:
+            candidate = self.waiting[0]
+            cost = (rows + candidate.rows) * max(longest, len(candidate.source))
+            if cost > self.max_batch_tokens and (self.running or admitted):
+                break
+            admitted.append(self.waiting.popleft())
+            rows += candidate.rows
+            longest = max(longest, len(candidate.source))
+        if not admitted:
+            return
+        now = time.perf_counter()
+        sources, beam_rows, min_length, max_length, wordless, sampling = [], [], [], [], [], []
+        for sentence in admitted:
+            sentence.admitted = now
+            sentence.width = 1 if sentence.beam is not None else sentence.rows
+            if sentence.beam is None:
+                sentence.slots = list(range(sentence.width))
+                sentence.scores = [0.0] * sentence.width
+                sentence.samples = [None] * sentence.width
+                sampling.append(sentence_sampling(sentence.options, sentence.width, self.device))
+            options = sentence.options
+            for _ in range(sentence.width):
+                sources.append(sentence.source)
+                beam_rows.append(sentence.beam is not None)
+                min_length.append(options.min_length)
+                max_length.append(options.max_length)
+                wordless.append(options.min_length >= 1)
+        src = pad_batch(sources, self.config.pad_id, self.device)
+        need_alignment = any(s.options.return_alignment for s in admitted)
+        fresh = self.model.init_ragged_state(self.model.encode(src), need_alignment)
+        self.state = fresh if self.state is None else self.model.merge_states(self.state, fresh)
+        self.running.extend(admitted)
+
+        count = len(sources)
+        tensor = lambda values, dtype: torch.tensor(values, dtype=dtype, device=self.device)  # noqa: E731
+        start = torch.full((count,), self.config.decoder_start_id, device=self.device)
+        self.tokens = torch.cat([self.tokens, start])
+        self.generated = torch.cat([self.generated, self._zeros(count, torch.long)])
+        self.history = torch.cat(
+            [self.history, self.history.new_zeros((count, self.history.shape[1]))]
+        )
+        self.beam_scores = torch.cat([self.beam_scores, self._zeros(count, torch.float32)])
+        self.beam_rows = torch.cat([self.beam_rows, tensor(beam_rows, torch.bool)])
+        self.wordless = torch.cat([self.wordless, tensor(wordless, torch.bool)])
+        self.min_length = torch.cat([self.min_length, tensor(min_length, torch.long)])
+        self.max_length = torch.cat([self.max_length, tensor(max_length, torch.long)])
+        if self.attention is not None:
+            shape = (count, *self.attention.shape[1:])
+            self.attention = torch.cat([self.attention, self.attention.new_zeros(shape)])
+        if sampling:
+            parts = sampling if self.sampling is None else [self.sampling, *sampling]
+            self.sampling = SamplingRows.cat(parts)
+
+    def _zeros(self, count: int, dtype: torch.dtype) -> Tensor:
+        return torch.zeros(count, dtype=dtype, device=self.device)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -27,6 +28,7 @@ from service.api.app import create_app
 from service.api.backends import Backends
 from service.api.cache import TranslationCache
 from service.api.catalog import Catalog
+from service.api.detect import detector_for
 from service.api.experiments import DEFAULT_FEEDBACK_CAPACITY, ExperimentConfig
 from service.api.settings import ApiSettings, GenerationSettings
 from service.contracts import (
@@ -235,6 +237,8 @@ class Ingress:
             tokens=StoreTokenCounter(store, models) if store is not None else None,
             cache=TranslationCache(settings.cache_size, self.metrics.cache),
         )
+        # Off the start-up path: the first `source: auto` request need not load lingua itself.
+        threading.Thread(target=detector_for(catalog).warm, name="langid-warm", daemon=True).start()
         self.experiments = list(experiments)
         self.feedback_capacity = feedback_capacity
         self.access = serving_access(

@@ -75,6 +75,13 @@ def test_detector_knows_served_languages_and_names_others():
     assert (blank.language, blank.detected) == (None, None)
 
 
+def test_warm_builds_both_detectors_before_any_request():
+    detector = Detector(["es", "en"])
+    assert "_wide" not in vars(detector) and "_served" not in vars(detector)
+    detector.warm()
+    assert vars(detector)["_wide"] is not None and vars(detector)["_served"] is not None
+
+
 def test_auto_routes_english_to_en_es_and_spanish_to_es_en(client, backend):
     body = client.post(
         "/translate", json={"q": "The Lord is my shepherd", "source": "auto", "target": "es"}

@@ -4,6 +4,7 @@ import typer
 
 from service.bench.cli import bench_app
 from service.compare.cli import compare_command
+from service.playground.screenshots import playground_screenshots_command
 from service.serving.cli import serve_command
 from service.serving.keys_cli import keys_app
 from service.store.cli import import_marian_command, models_app
@@ -27,6 +28,7 @@ app.command("translate")(translate_command)
 app.command("generate")(generate_command)
 app.command("compare")(compare_command)
 app.command("serve")(serve_command)
+app.command("playground-screenshots")(playground_screenshots_command)
 
 if __name__ == "__main__":
     app()

@@ -58,7 +58,8 @@ class PlaygroundPage:
         return self.driver.find_element(By.ID, element_id)
 
     def visible(self, element_id: str) -> bool:
-        return bool(self.js("return !document.getElementById(arguments[0]).hidden", element_id))
+        """Rendered, as the browser sees it (not merely lacking the `hidden` attribute)."""
+        return self.element(element_id).is_displayed()
 
     def text(self, element_id: str) -> str:
         return self.js("return document.getElementById(arguments[0]).textContent", element_id)
@@ -94,10 +95,19 @@ class PlaygroundPage:
 
     def screenshot(self, path: Path, width: int = 1280) -> Path:
         """The whole page (the window grows to its height), as a PNG."""
+        metrics = {"width": width, "deviceScaleFactor": 1, "mobile": False}
+        self.driver.execute_cdp_cmd(
+            "Emulation.setDeviceMetricsOverride", {**metrics, "height": 600}
+        )
         height = self.js("return Math.ceil(document.documentElement.scrollHeight)")
-        self.driver.set_window_size(width, max(600, height))
+        self.driver.execute_cdp_cmd(
+            "Emulation.setDeviceMetricsOverride", {**metrics, "height": max(600, height)}
+        )
         time.sleep(0.2)  # a relayout after the resize
         path.parent.mkdir(parents=True, exist_ok=True)
-        if not self.driver.save_screenshot(str(path)):
-            raise RuntimeError(f"cannot write {path}")
+        try:
+            if not self.driver.save_screenshot(str(path)):
+                raise RuntimeError(f"cannot write {path}")
+        finally:
+            self.driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
         return path

@@ -281,3 +281,24 @@ def test_feedback_on_the_last_translation_is_acknowledged_once(page):
     page.press_and_wait("f-go", "the refusal")
     assert "409 feedback_already_recorded" in page.text("f-error")
     assert "already been rated" in page.text("f-error")
+
+
+def test_the_screenshot_command_writes_one_png_per_view(service, tmp_path):
+    from typer.testing import CliRunner
+
+    from service.__main__ import app
+    from service.playground.screenshots import VIEWS
+
+    try:
+        find_browser()
+    except BrowserMissing as missing:
+        pytest.skip(str(missing))
+    base, key = service
+    command = ["playground-screenshots", "--url", base, "--key", key, "--out", str(tmp_path)]
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 0, result.output
+    for view in VIEWS:
+        png = (tmp_path / f"{view}.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n", view
+        width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+        assert width == 1280 and height >= 600, (view, width, height)

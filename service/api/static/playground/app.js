@@ -384,8 +384,9 @@
 
   // Attention.
 
-  const CELL_MIN = 18;
-  const CELL_MAX = 34;
+  const CELL_MIN = 14;
+  const CELL_MAX = 28;
+  const GRID_WIDTH = 400; // CSS pixels for the cells: two maps fit side by side
   const LABEL_FONT = "13px system-ui, -apple-system, 'DejaVu Sans', sans-serif";
 
   // One cross-attention matrix as a grey-scale grid: source tokens across the top, target
@@ -395,7 +396,7 @@
     const context = canvas.getContext("2d");
     context.font = LABEL_FONT;
     const width = (labels) => Math.max(0, ...labels.map((t) => context.measureText(t).width));
-    const cell = Math.max(CELL_MIN, Math.min(CELL_MAX, Math.floor(560 / Math.max(across.length, 1))));
+    const cell = Math.max(CELL_MIN, Math.min(CELL_MAX, Math.floor(GRID_WIDTH / Math.max(across.length, 1))));
     const left = Math.ceil(width(down)) + 12;
     const top = Math.ceil(width(across) * Math.sin(Math.PI / 3)) + 16;
     const cssWidth = left + cell * across.length + 16;

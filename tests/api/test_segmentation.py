@@ -224,3 +224,12 @@ def test_placeholders_and_tags_come_back_in_place(client, backend):
     numbers = client.post("/translate", json={"q": "1234 5678", "source": "es", "target": "en"})
     assert numbers.json() == {"translatedText": "1234 5678"}
     assert len(backend.jobs) == 1  # nothing to decode: no job
+
+
+def test_dotted_identifiers_never_reach_the_model(client, backend):
+    text = "Abra config.yaml y ejecute os.path.join() desde org.gnome.Settings."
+    response = client.post("/translate", data={"q": text, "source": "es", "target": "en"})
+    assert response.json() == {
+        "translatedText": "ABRA config.yaml Y EJECUTE os.path.join() DESDE org.gnome.Settings."
+    }
+    assert backend.jobs[-1].texts == ["Abra", "y ejecute", "desde"]

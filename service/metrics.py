@@ -410,6 +410,19 @@ class ModelMetrics:
         if seconds > 0 and output_tokens > 0:
             self._throughput.record(output_tokens / seconds, self._tags)
 
+    def record_step(self, size: int, seconds: float) -> None:
+        """One step of continuous batching: `size` texts each advanced by one token."""
+        self._batch_size.record(size, self._tags)
+        self._compute.record(seconds, self._tags)
+        if seconds > 0:
+            self._throughput.record(size / seconds, self._tags)
+
+    def record_texts(self, count: int, input_tokens: int, output_tokens: int) -> None:
+        """Texts that continuous batching finished: counted once each, when they leave."""
+        self._texts.record(count, self._tags)
+        self._input_tokens.record(input_tokens, self._tags)
+        self._output_tokens.record(output_tokens, self._tags)
+
     def record_queue(self, seconds: float) -> None:
         self._queue.record(seconds, self._tags)
 

@@ -360,6 +360,7 @@ def service_command(
     batch_wait_timeout: float = typer.Option(
         -1.0, help="batch_wait_timeout_s for both modes; negative keeps the shipped config's"
     ),
+    batching: str = typer.Option("static", help="static or continuous, for both modes"),
     as_json: bool = typer.Option(False, "--json"),
     write: str = typer.Option(
         "", help="also write its section into this markdown file (docs/benchmarks.md)"
@@ -391,6 +392,7 @@ def service_command(
             store=Path(store) if store else None,
             random_preset=random_preset,
             batch_wait_timeout_s=batch_wait_timeout if batch_wait_timeout >= 0 else None,
+            batching=batching,
             command="python -m service bench service " + " ".join(sys.argv[3:]),
             progress=lambda message: console.print(f"[dim]{message}[/dim]"),
         )

@@ -318,7 +318,10 @@ def _batch_wait_timeout(override: float | None) -> float:
 
 
 def start_service(
-    subject: Subject, num_cpus: float | None = None, batch_wait_timeout_s: float | None = None
+    subject: Subject,
+    num_cpus: float | None = None,
+    batch_wait_timeout_s: float | None = None,
+    batching: str = "static",
 ) -> str:
     """Ray, Serve on a free loopback port, and one application per mode; returns the base URL.
 
@@ -342,7 +345,7 @@ def start_service(
     key = deployment_name(subject.model_id)
     args: dict[str, Any] = {
         "store": str(subject.store),
-        "models": [{"id": subject.model_id}],
+        "models": [{"id": subject.model_id, "batching": batching}],
         "default_model": subject.model_id,
         # Batching is what is measured: sentences answered from the ingress's cache would
         # never reach the decoder (the clients resend the same test sentences).
@@ -481,6 +484,7 @@ def benchmark_service(
     store: Path | None = None,
     random_preset: str = "small",
     batch_wait_timeout_s: float | None = None,
+    batching: str = "static",
     num_cpus: float | None = None,
     command: str = "",
     progress: Any = None,
@@ -512,7 +516,7 @@ def benchmark_service(
     with subject_store(store, model, random_preset) as subject:
         say(f"starting Ray Serve with {subject.description}")
         try:
-            base = start_service(subject, num_cpus, batch_wait_timeout_s)
+            base = start_service(subject, num_cpus, batch_wait_timeout_s, batching)
             wait_ready(base)
             for mode in MODES:  # first requests pay for allocations and thread start-up
                 say(f"warming up {mode}")

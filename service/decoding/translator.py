@@ -107,10 +107,7 @@ class Translator:
             batch = pad_batch([sources[i] for i in indices], self.tokenizer.pad_id, self.device)
             hypotheses = generate(self.model, batch, options, self.silent_ids)
             for index, nbest in zip(indices, hypotheses, strict=True):
-                results[index] = Translation(
-                    [self._candidate(sources[index], h, options) for h in nbest],
-                    input_tokens=len(sources[index]),
-                )
+                results[index] = self.translation(sources[index], nbest, options)
             if stats is not None:
                 stats.batches += 1
                 stats.rows += len(indices)
@@ -120,6 +117,14 @@ class Translator:
         if stats is not None:
             stats.seconds += time.perf_counter() - started
         return results  # type: ignore[return-value]
+
+    def translation(
+        self, source: list[int], nbest: list[Hypothesis], options: DecodeOptions
+    ) -> Translation:
+        """The n-best hypotheses of `source` (ids from `encode`) as text, best first."""
+        return Translation(
+            [self._candidate(source, h, options) for h in nbest], input_tokens=len(source)
+        )
 
     def _candidate(self, source: list[int], hyp: Hypothesis, options: DecodeOptions) -> Candidate:
         alignment = None

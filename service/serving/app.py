@@ -107,7 +107,7 @@ def build_app_with_options(
         served.append(replace(entry, max_source_tokens=spec.max_source_tokens))
         load = LoadSpec(str(store.root), manifest.id, manifest.version, args.runtime)
         handles[key] = TranslatorDeployment.options(name=key, **options.pop(key, {})).bind(
-            load, spec.max_batch_tokens, spec.max_source_tokens
+            load, spec.max_batch_tokens, spec.max_source_tokens, spec.batching
         )
 
     # The language model behind /v1/generate and /v1/completions, if configured and stored.

@@ -34,6 +34,7 @@ class BatchItem:
     options: DecodeOptions
     enqueued: float = field(default_factory=time.perf_counter)
     cancelled: bool = False  # its request gave up (timeout, disconnect): skip if not started
+    request: str | None = None  # the request it belongs to: tells a lone request from company
 
 
 @dataclass
@@ -139,6 +140,11 @@ class DecodeQueue:
     that arrive during one decode are split into many small batches queued behind it (measured:
     2.9 texts per batch at 32 concurrent users). Here one loop owns the decoder; while it
     decodes, arrivals accumulate and all of them go into the next batch.
+
+    The batching window (`batch_wait_timeout_s`) is only waited while other requests are
+    about: when the previous batch or the queue holds items of more than one request. A lone
+    request on an idle replica decodes at once instead of paying the window for company that
+    is not coming (issue 16: serving overhead at one user).
     """
 
     def __init__(
@@ -152,6 +158,7 @@ class DecodeQueue:
         self.pending: list[tuple[BatchItem, asyncio.Future]] = []
         self.arrived = asyncio.Event()
         self.loop_task: asyncio.Task | None = None
+        self.busy = False  # the last batch carried more than one request
 
     def configure(self, max_batch_size: int, batch_wait_timeout_s: float) -> None:
         self.max_batch_size = max_batch_size
@@ -165,17 +172,21 @@ class DecodeQueue:
             self.loop_task = asyncio.create_task(self._loop())
         return await future
 
+    def _company_likely(self) -> bool:
+        return self.busy or _requests(item for item, _ in self.pending) > 1
+
     async def _loop(self) -> None:
         while True:
             await self.arrived.wait()
-            if len(self.pending) < self.max_batch_size:
-                await asyncio.sleep(self.batch_wait_timeout_s)  # a lone request may get company
+            if len(self.pending) < self.max_batch_size and self._company_likely():
+                await asyncio.sleep(self.batch_wait_timeout_s)  # this batch may get company
             batch = [(i, f) for i, f in self.pending[: self.max_batch_size] if not f.done()]
             del self.pending[: self.max_batch_size]
             if not self.pending:
                 self.arrived.clear()
             if not batch:
                 continue
+            self.busy = _requests(item for item, _ in batch) > 1
             try:
                 outcomes = await self.run([item for item, _ in batch])
             except Exception as error:  # noqa: BLE001 - handed to every waiting request
@@ -187,3 +198,8 @@ class DecodeQueue:
             for (_, future), outcome in zip(batch, outcomes, strict=True):
                 if not future.done():
                     future.set_result(outcome)
+
+
+def _requests(items) -> int:
+    """How many requests `items` come from (items that name none count as one)."""
+    return len({item.request for item in items})

@@ -10,6 +10,7 @@ its deployment (`translation.BatchingConfig`, `generation.GeneratorConfig`).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -44,6 +45,12 @@ class ModelArgs(BaseModel):
         ge=2,
         description="Longest source the replica decodes; the ingress splits longer sentences "
         "at clause boundaries to fit.",
+    )
+    batching: Literal["static", "continuous"] = Field(
+        "static",
+        description="static: batches of the texts queued while the previous batch decoded; "
+        "continuous: every sentence joins the running batch at the next decoder step and "
+        "leaves it when done (service/decoding/continuous.py).",
     )
 
 

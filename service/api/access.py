@@ -21,6 +21,8 @@ import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from email.parser import BytesParser
+from email.policy import HTTP
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs
@@ -52,8 +54,9 @@ EXEMPT_PATHS = frozenset(
         "/favicon.ico",
     }
 )
-EXEMPT_PREFIXES = ("/static/",)
-TEXT_FIELDS = ("q", "text", "prompt")  # what is charged as characters
+# A translated file's download URL holds 128 random bits and needs no key (as LibreTranslate).
+EXEMPT_PREFIXES = ("/static/", "/download_file/")
+TEXT_FIELDS = ("q", "text", "prompt", "file")  # what is charged as characters
 INVALID_KEY = "Invalid API key"  # LibreTranslate's words
 
 
@@ -168,11 +171,30 @@ def parse_body(scope: Scope, body: bytes) -> Mapping[str, Any] | None:
         elif content_type == "application/x-www-form-urlencoded":
             fields = parse_qs(body.decode("utf-8"), keep_blank_values=True)
             data = {k: v[0] if len(v) == 1 else v for k, v in fields.items()}
+        elif content_type == "multipart/form-data":
+            data = multipart_fields(_header(scope, b"content-type") or "", body)
         else:
             return None
     except (ValueError, UnicodeDecodeError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def multipart_fields(content_type: str, body: bytes) -> dict[str, str]:
+    """A multipart form's fields as text (a file's bytes read as UTF-8, what cannot be read
+    replaced): enough to find `api_key` and to count a file's characters (/translate_file)."""
+    message = BytesParser(policy=HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body
+    )
+    fields: dict[str, str] = {}
+    if not message.is_multipart():
+        return fields
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True)
+        if isinstance(name, str) and isinstance(payload, bytes) and name not in fields:
+            fields[name] = payload.decode("utf-8", "replace")
+    return fields
 
 
 def characters_of(data: Mapping[str, Any] | None) -> int:

@@ -26,6 +26,7 @@ from service.api.experiments import (
     ExperimentConfig,
     feedback_router,
 )
+from service.api.files import files_router
 from service.api.generation import generation_router
 from service.api.libretranslate import libretranslate_router
 from service.api.models import models_router
@@ -75,6 +76,7 @@ def create_app(
         libretranslate_router(
             settings, backends, ab, keys_required=access is not None and access.keys_required
         ),
+        files_router(settings, backends, ab),
         feedback_router(ab),
         compare_router(settings, backends),
         generation_router(backends),

@@ -1,5 +1,6 @@
 """LibreTranslate compatibility (https://libretranslate.com/docs): `POST /translate`,
-`POST /detect`, `GET /languages`, `GET /frontend/settings` and `GET /spec` with LibreTranslate's
+`POST /detect`, `GET /languages`, `GET /frontend/settings` and `GET /spec` (and, in
+`service.api.files`, `POST /translate_file`) with LibreTranslate's
 field names, response shapes and error shape, so its clients and its web front end work against
 this service unchanged.
 
@@ -44,6 +45,7 @@ from service.api.detect import (
 )
 from service.api.errors import ApiError, api_error, request_id_of, validation_error_body
 from service.api.experiments import ABTesting, record_choice
+from service.api.markup import Pieces
 from service.api.schemas import text_input_type
 from service.api.segmented import (
     TextOutcome,
@@ -66,6 +68,10 @@ LANGUAGE_NAMES = {
 }
 
 
+# What /translate_file takes (service/api/files.py), by extension, and the type served back.
+FILE_FORMATS = {".txt": "text/plain", ".html": "text/html", ".htm": "text/html"}
+
+
 class LibreTranslateError(BaseModel):
     error: str
 
@@ -74,6 +80,7 @@ LT_ERRORS = {
     400: "Invalid request: a missing or invalid field, or a body that cannot be read.",
     404: "No served model translates this language pair, or the language `auto` detected.",
     403: "Banned or invalid API key (when keys are required).",
+    413: "The file, or its text, is larger than the limit.",
     429: "Slow down: over the rate limit.",
     500: "Translation failed.",
     503: "Overloaded or the model is unavailable; retry after `Retry-After` seconds.",
@@ -110,7 +117,9 @@ class LibreTranslateRequest(BaseModel):
     source: str = Field("auto", max_length=16, description="Source code, or `auto` to detect.")
     target: str = Field(max_length=16)
     format: str = Field(
-        "text", description="Only `text` is supported.", json_schema_extra={"enum": ["text"]}
+        "text",
+        description="`text`, or `html`: `q` is HTML, translated with its markup kept.",
+        json_schema_extra={"enum": ["text", "html"]},
     )
     alternatives: int = Field(0, ge=0, description="Extra translations to return per text.")
     api_key: str | None = Field(None, description="Checked when keys are required.")
@@ -125,11 +134,11 @@ class LibreTranslateRequest(BaseModel):
 
     @field_validator("format")
     @classmethod
-    def _text_only(cls, value: str) -> str:
-        if value != "text":
+    def _text_or_html(cls, value: str) -> str:
+        if value not in ("text", "html"):
             raise PydanticCustomError(
                 "unsupported_format",
-                "only format 'text' is supported, got {value!r}",
+                "format must be 'text' or 'html', got {value!r}",
                 {"value": value},
             )
         return value
@@ -245,6 +254,75 @@ def _schema_of(model: type[BaseModel]) -> dict[str, Any]:
     }
 
 
+async def translate_texts(
+    settings: ApiSettings,
+    backends: Backends,
+    ab: ABTesting,
+    request: Request,
+    response: Response,
+    texts: list[str],
+    source: str,
+    target: str,
+    *,
+    html: bool,
+    n_best: int,
+    single: bool,
+    field: str = "q",
+) -> tuple[list[TextOutcome], SourceChoice]:
+    """Each text translated from `source` (or the language detected, per text, with `auto`)
+    into `target`: what `/translate` and `/translate_file` answer with. Texts already in the
+    target come back as they are; texts in several languages each go to their model."""
+    pieces = Pieces.of(texts, html, field)
+    if source == target:  # nothing to do: every text is already in the target
+        choice = SourceChoice([], {}, frozenset(range(len(texts))))
+    elif source == AUTO:
+        detector = detector_for(backends.catalog)
+        choice = detect_sources(
+            detector, pieces.readable(texts), target, field=field, single=single
+        )
+    else:
+        choice = SourceChoice([], {source: list(range(len(texts)))}, frozenset())
+    outcomes: list[TextOutcome | None] = [None] * len(pieces.texts)
+    for piece in pieces.of_texts(choice.unchanged):
+        outcomes[piece] = unchanged_outcome(segment_text(pieces.texts[piece], target))
+    # One job per source language (texts in several languages each go to their model).
+    for number, (language, indices) in enumerate(choice.groups.items()):
+        served, assignment = ab.choose("/translate", request.headers, None, None, language, target)
+        if number == 0:
+            record_choice(request, ab.recorder, served, assignment)
+        options = decode_options(
+            settings, served, beam_size=None, max_length=None, n_best=n_best, return_alignment=False
+        )
+        group = pieces.of_texts(set(indices))
+        others = frozenset(range(len(pieces.texts))) - group
+        layouts = layouts_for(
+            settings,
+            backends,
+            served,
+            pieces.texts,
+            field=field,
+            single=single,
+            unchanged=others,
+            owner=pieces.owner,
+        )
+        segmented = await translate_segmented(
+            backends,
+            served,
+            layouts,
+            options,
+            request_id_of(request),
+            field=field,
+            single=single,
+            unchanged=others,
+            owner=pieces.owner,
+        )
+        if number == 0:
+            ab.served(request_id_of(request), served, assignment, response)
+        for piece in group:
+            outcomes[piece] = segmented.texts[piece]
+    return pieces.assemble(outcomes), choice
+
+
 def libretranslate_router(
     settings: ApiSettings, backends: Backends, ab: ABTesting, *, keys_required: bool = False
 ) -> APIRouter:
@@ -265,58 +343,26 @@ def libretranslate_router(
     async def translate(request: Request, response: Response) -> LibreTranslateResponse:
         body = RequestModel.model_validate(await form_or_json(request))
         single = isinstance(body.q, str)
-        texts = body.texts
-        choice = None
-        if body.source == body.target:  # nothing to do: every text is already in the target
-            choice = SourceChoice([], {}, frozenset(range(len(texts))))
-        elif body.source == AUTO:
-            detector = detector_for(backends.catalog)
-            choice = detect_sources(detector, texts, body.target, field="q", single=single)
-        else:
-            choice = SourceChoice([], {body.source: list(range(len(texts)))}, frozenset())
         n_best = body.alternatives + 1
-        outcomes: list[TextOutcome | None] = [None] * len(texts)
-        for index in choice.unchanged:
-            outcomes[index] = unchanged_outcome(segment_text(texts[index], body.target))
-        # One job per source language (texts in several languages each go to their model).
-        for number, (source, indices) in enumerate(choice.groups.items()):
-            served, assignment = ab.choose(
-                "/translate", request.headers, None, None, source, body.target
-            )
-            if number == 0:
-                record_choice(request, ab.recorder, served, assignment)
-            options = decode_options(
-                settings,
-                served,
-                beam_size=None,
-                max_length=None,
-                n_best=n_best,
-                return_alignment=False,
-            )
-            others = frozenset(range(len(texts))) - set(indices)
-            layouts = layouts_for(
-                settings, backends, served, texts, field="q", single=single, unchanged=others
-            )
-            segmented = await translate_segmented(
-                backends,
-                served,
-                layouts,
-                options,
-                request_id_of(request),
-                field="q",
-                single=single,
-                unchanged=others,
-            )
-            if number == 0:
-                ab.served(request_id_of(request), served, assignment, response)
-            for index in indices:
-                outcomes[index] = segmented.texts[index]
+        outcomes, choice = await translate_texts(
+            settings,
+            backends,
+            ab,
+            request,
+            response,
+            body.texts,
+            body.source,
+            body.target,
+            html=body.format == "html",
+            n_best=n_best,
+            single=single,
+        )
         best = [text.text(0) for text in outcomes]
         alternatives = [
             [text.text(rank) for rank in range(1, min(n_best, text.n_best))] for text in outcomes
         ]
         detected = None
-        if choice is not None and choice.detections:
+        if choice.detections:
             detected = [detected_language(d) for d in choice.detections]
         return LibreTranslateResponse(
             translatedText=best[0] if single else best,
@@ -387,8 +433,8 @@ def libretranslate_router(
             "apiKeys": keys_required,
             "keyRequired": keys_required,
             "suggestions": False,
-            "filesTranslation": False,
-            "supportedFilesFormat": [],
+            "filesTranslation": True,
+            "supportedFilesFormat": list(FILE_FORMATS),
             "language": {
                 "source": {"code": AUTO, "name": "Auto Detect"},
                 "target": {

@@ -17,6 +17,7 @@ The k-th alternative of a text joins each unit's k-th hypothesis (its last when 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from service.api.backends import Backends
@@ -97,9 +98,11 @@ def layouts_for(
     field: str = "text",
     single: bool = False,
     unchanged: frozenset[int] = frozenset(),
+    owner: Sequence[int] | None = None,
 ) -> list[Layout]:
     """Each text as units that fit `model`, or a 422 naming the text that cannot be split
-    small enough, or a request with more units than `settings.max_sentences`."""
+    small enough, or a request with more units than `settings.max_sentences`. `owner[i]`:
+    the index errors name for text i (the request's text an HTML run comes from)."""
     total = sum(len(text) for text in texts)
     if total > settings.max_request_chars:
         raise ApiError(
@@ -111,7 +114,7 @@ def layouts_for(
     fits = source_fits(backends, model)
     layouts = []
     for index, text in enumerate(texts):
-        name = field if single else f"{field}[{index}]"
+        name = field if single else f"{field}[{owner[index] if owner else index}]"
         layout = segment_text(text, model.source)
         if index not in unchanged:
             protect_units(layout)
@@ -159,6 +162,7 @@ async def translate_segmented(
     field: str = "text",
     single: bool = False,
     unchanged: frozenset[int] = frozenset(),
+    owner: Sequence[int] | None = None,
 ) -> SegmentedResult:
     """One job of every text's units (but those of the `unchanged` texts, which come back as
     they are); each unit that failed fails the request, naming its text."""
@@ -195,7 +199,7 @@ async def translate_segmented(
         offset += len(layout.units)
         for item in items:
             if item.error is not None or item.translation is None:
-                name = field if single else f"{field}[{index}]"
+                name = field if single else f"{field}[{owner[index] if owner else index}]"
                 raise DecodeFailed(
                     f"{name} could not be translated: {item.error or 'no result'}", field=name
                 )

@@ -35,6 +35,24 @@ class ApiSettings(BaseModel):
     )
     # 20,000 characters, each JSON-escaped as \uXXXX, fit with room to spare.
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024, description="Largest request body.")
+    # POST /translate_file (service/api/files.py); a body over max_body_bytes is refused first.
+    max_file_bytes: int = Field(
+        1024 * 1024,
+        ge=1,
+        description="Largest file /translate_file takes (413 above); its text is held to "
+        "max_request_chars as well (413).",
+    )
+    file_ttl_s: float = Field(
+        3600.0, gt=0, description="How long a translated file waits to be downloaded."
+    )
+    file_store_max: int = Field(
+        256, ge=1, description="Most translated files kept (the oldest go first)."
+    )
+    file_store_dir: str | None = Field(
+        None,
+        description="Where translated files wait (shared by the ingress replicas of one node); "
+        "null: service-translated-files in the system's temp directory.",
+    )
     max_beam_size: int = Field(8, ge=1, le=64)
     max_length_limit: int = Field(
         512, ge=1, description="Upper bound for max_length (further capped by each model)."

@@ -13,7 +13,7 @@ import math
 import time
 from collections.abc import Sequence
 from functools import lru_cache
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request, Response
 from pydantic import (
@@ -39,6 +39,7 @@ from service.api.detect import (
 )
 from service.api.errors import ApiError, request_id_of
 from service.api.experiments import ABTesting, record_choice
+from service.api.markup import Pieces
 from service.api.schemas import (
     BODY_ERRORS,
     LanguageCode,
@@ -131,6 +132,13 @@ class TranslateRequest(BaseModel):
     )
     return_scores: bool = Field(False, description="Include length-normalised log-probabilities.")
     return_alignment: bool = Field(False, description="Include cross-attention alignments.")
+    format: Literal["text", "html"] = Field(
+        "text",
+        description="`html`: each text is HTML (a fragment or a whole document); its text "
+        "nodes are translated sentence by sentence with inline tags kept around the words "
+        "they held, and attributes, scripts, styles, code, comments and entities are left "
+        "as they were. The translation is HTML of the same kind.",
+    )
 
     @field_validator("n_best")
     @classmethod
@@ -445,11 +453,12 @@ def translate_router(settings: ApiSettings, backends: Backends, ab: ABTesting) -
     ) -> TranslateResponse:
         started = time.perf_counter()
         source, target, choice = body.source, body.target, None
+        pieces = Pieces.of(body.texts, body.format == "html")
         if source == AUTO:
             if target is None:
                 target = backends.catalog.resolve(body.model, body.version).target
             detector = detector_for(backends.catalog)
-            choice = detect_sources(detector, body.texts, target)
+            choice = detect_sources(detector, pieces.readable(body.texts), target)
             source = choice.single_source()
             if source is None:  # nothing to translate, or not in any language: the default
                 target = body.target
@@ -471,11 +480,14 @@ def translate_router(settings: ApiSettings, backends: Backends, ab: ABTesting) -
             return_alignment=body.return_alignment,
         )
         request_id = request_id_of(request)
-        unchanged = choice.unchanged if choice is not None else frozenset()
-        layouts = layouts_for(settings, backends, served, body.texts, unchanged=unchanged)
-        segmented = await translate_segmented(
-            backends, served, layouts, options, request_id, unchanged=unchanged
+        unchanged = pieces.of_texts(choice.unchanged) if choice is not None else frozenset()
+        layouts = layouts_for(
+            settings, backends, served, pieces.texts, unchanged=unchanged, owner=pieces.owner
         )
+        segmented = await translate_segmented(
+            backends, served, layouts, options, request_id, unchanged=unchanged, owner=pieces.owner
+        )
+        segmented = pieces.assemble_result(segmented)
         ab.served(request_id, served, assignment, response)
         answer = build_response(
             request_id,

@@ -336,7 +336,7 @@ def test_libretranslate_errors(client):
     )
     assert_lt_error(
         client.post(
-            "/translate", json={"q": "a", "source": "es", "target": "en", "format": "html"}
+            "/translate", json={"q": "a", "source": "es", "target": "en", "format": "markdown"}
         ),
         400,
         "format",

@@ -108,7 +108,10 @@ def test_libretranslate_request_is_lenient_but_checks_text():
     with pytest.raises(ValidationError):
         LT.model_validate({"q": "", "target": "en"})
     with pytest.raises(ValidationError) as caught:
-        LT.model_validate({"q": "hola", "target": "en", "format": "html"})
+        LT.model_validate({"q": "hola", "target": "en", "format": "markdown"})
+    assert (
+        LT.model_validate({"q": "<b>hola</b>", "target": "en", "format": "html"}).format == "html"
+    )
     assert caught.value.errors()[0]["loc"] == ("format",)
 
 

@@ -11,7 +11,9 @@ are protected spans there (`protect_units`): they never reach the model, they st
 in the sentence, and the words between them are translated, so a tag comes back around the
 translation of the words it held. `HtmlPage.render` puts the tree back together from the
 translated runs: each marker becomes a copy of its element (attributes as they were; an atomic
-element whole), in the order the translation has them.
+element whole), in the order the translation has them. Line breaks inside a run are read as
+the spaces HTML takes them for (a sentence wrapped over source lines is one sentence), so a
+translated run comes back on one line; a run left unchanged keeps its lines.
 
 What is never translated or changed: attributes, `<script>`, `<style>`, `<code>`, `<pre>`,
 `<kbd>`, `<samp>`, `<var>`, `<textarea>`, `<svg>`, `<math>`, comments, the doctype, and every
@@ -69,6 +71,7 @@ _DOCUMENT = re.compile(
     r"(?:<!--.*?-->\s*)*<(?:!doctype|html|head|body)[\s>/]", re.IGNORECASE | re.DOTALL
 )
 _LETTER = re.compile(r"[^\W\d_]")
+_LINE_BREAKS = re.compile(r"[ \t]*[\r\n]\s*")
 _PRIVATE_USE = (range(0xE000, 0xF900), range(0xF0000, 0xFFFFE), range(0x100000, 0x10FFFE))
 
 
@@ -146,6 +149,8 @@ class _Parsed:
             raise HtmlError(f"not readable as HTML: {error}") from None
         self.runs: list[_Run] = []
         self._collect(self.root)
+        for run in self.runs:  # outside <pre> a line break is a space: keep sentences whole
+            run.text = _LINE_BREAKS.sub(" ", run.text)
 
     def _collect(self, block: etree._Element) -> None:
         run = _Run(block, (block, "text"), text=self.page.decode(block.text))

@@ -164,3 +164,13 @@ def test_control_characters_and_odd_input_survive():
         HtmlPage("   ")
     with pytest.raises(ValueError):
         HtmlPage("<p>hola</p>").render([])
+
+
+def test_a_sentence_wrapped_over_source_lines_is_one_sentence():
+    page = HtmlPage("<p>Una frase\n   que sigue.\nOtra.</p>\n<pre>uno\ndos</pre>")
+    assert page.texts == ["Una frase que sigue. Otra."]
+    layout = segment_text(page.texts[0], "es")
+    assert layout.units == ["Una frase que sigue.", "Otra."]
+    assert page.render(upper(page.texts)).html == (
+        "<p>UNA FRASE QUE SIGUE. OTRA.</p>\n<pre>uno\ndos</pre>"
+    )

@@ -85,7 +85,8 @@ class RateLimitSettings(BaseModel):
     char_limit: int | None = Field(
         None,
         ge=0,
-        description="Characters (of q, text and prompt) per minute per caller; likewise.",
+        description="Characters (of q, text, prompt and an uploaded file) per minute per "
+        "caller; likewise.",
     )
     trust_x_forwarded_for: bool = Field(
         False,

@@ -194,3 +194,13 @@ def test_frontend_settings_advertise_the_file_formats(client):
     settings = client.get("/frontend/settings").json()
     assert settings["filesTranslation"] is True
     assert settings["supportedFilesFormat"] == [".txt", ".html", ".htm"]
+
+
+def test_a_files_characters_count_against_the_character_limit(tmp_path):
+    access = Access(False, RateLimitSettings(char_limit=30), LocalLimiter())
+    with make_client(tmp_path, access) as client:
+        short = {"file": ("a.txt", "Hola, ¿qué tal?".encode())}  # 15 characters
+        assert client.post("/translate_file", data=FORM, files=short).status_code == 200
+        assert client.post("/translate_file", data=FORM, files=short).status_code == 200
+        over = client.post("/translate_file", data=FORM, files=short)
+        assert_lt_error(over, 429, "30 characters per minute")

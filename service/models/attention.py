@@ -284,5 +284,7 @@ class RaggedKVCache:
 
 
 def _widen(buffer: Tensor, capacity: int) -> Tensor:
-    """(B, H, T, D) -> (B, H, capacity, D), the new positions zero."""
+    """(B, H, T, D) -> (B, H, capacity, D), the new positions zero; no copy when it fits."""
+    if capacity == buffer.shape[2]:
+        return buffer
     return F.pad(buffer, (0, 0, 0, capacity - buffer.shape[2]))

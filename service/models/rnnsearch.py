@@ -184,8 +184,12 @@ class RNNSearch(nn.Module):
         width = max(first.encoder.mask.shape[1], second.encoder.mask.shape[1])
 
         def cat(a: Tensor, b: Tensor) -> Tensor:  # (B, S, ...) or (B, S), padded along S
-            pads = lambda t: (0, 0) * (t.dim() - 2) + (0, width - t.shape[1])  # noqa: E731
-            return torch.cat([F.pad(a, pads(a)), F.pad(b, pads(b))])
+            def pad(t: Tensor) -> Tensor:
+                if t.shape[1] == width:
+                    return t  # no copy: the running batch's sources usually fit already
+                return F.pad(t, (0, 0) * (t.dim() - 2) + (0, width - t.shape[1]))
+
+            return torch.cat([pad(a), pad(b)])
 
         encoder = Annotations(
             cat(first.encoder.states, second.encoder.states),

@@ -425,21 +425,19 @@ class Transformer(nn.Module):
             return second
         width = max(first.encoder.mask.shape[1], second.encoder.mask.shape[1])
 
-        def kv(a: StaticKV, b: StaticKV) -> StaticKV:
-            pad = lambda t: F.pad(t, (0, 0, 0, width - t.shape[2]))  # noqa: E731
-            return StaticKV(
-                torch.cat([pad(a.keys), pad(b.keys)]), torch.cat([pad(a.values), pad(b.values)])
-            )
+        def cat(a: Tensor, b: Tensor, dim: int) -> Tensor:  # padded along `dim` to `width`
+            def pad(t: Tensor) -> Tensor:
+                if t.shape[dim] == width:
+                    return t  # no copy: the running batch's memory usually fits already
+                return F.pad(t, (0, 0) * (t.dim() - 1 - dim) + (0, width - t.shape[dim]))
 
-        memory = torch.cat(
-            [
-                F.pad(e.memory, (0, 0, 0, width - e.memory.shape[1]))
-                for e in (first.encoder, second.encoder)
-            ]
-        )
-        mask = torch.cat(
-            [F.pad(e.mask, (0, width - e.mask.shape[1])) for e in (first.encoder, second.encoder)]
-        )
+            return torch.cat([pad(a), pad(b)])
+
+        def kv(a: StaticKV, b: StaticKV) -> StaticKV:
+            return StaticKV(cat(a.keys, b.keys, 2), cat(a.values, b.values, 2))
+
+        memory = cat(first.encoder.memory, second.encoder.memory, 1)
+        mask = cat(first.encoder.mask, second.encoder.mask, 1)
         return TransformerState(
             encoder=EncoderOutput(memory, mask),
             cross_attn=[kv(a, b) for a, b in zip(first.cross_attn, second.cross_attn, strict=True)],

@@ -96,6 +96,13 @@ class StaticKV:
     keys: Tensor  # (N, H, S, D)
     values: Tensor  # (N, H, S, D)
     group: int = 1  # query rows per memory row: the query batch is N * group
+    # Groups of different sizes (continuous batching: beams of different beam sizes, greedy
+    # rows, one memory row per source): query row r attends memory row owners[r] as the
+    # slots[r]-th of at most `width` queries of that row. A reorder then changes these small
+    # index tensors and never copies the keys and values.
+    owners: Tensor | None = None  # (B,) long
+    slots: Tensor | None = None  # (B,) long
+    width: int = 1
 
     def select(self, entries: Tensor | None, group: int) -> StaticKV:
         """Keep memory rows `entries` (None: all, in order), each shared by `group` query rows."""
@@ -104,6 +111,16 @@ class StaticKV:
         return StaticKV(
             self.keys.index_select(0, entries), self.values.index_select(0, entries), group
         )
+
+    def owned(self, owners: Tensor) -> StaticKV:
+        """The same memory rows, attended by query rows that `owners` (B,) assigns to them."""
+        order = owners.argsort(stable=True)
+        ranked = owners[order]
+        first = torch.searchsorted(ranked, ranked)  # where each row's owner's run starts
+        slots = torch.empty_like(owners)
+        slots[order] = torch.arange(owners.shape[0], device=owners.device) - first
+        width = int(slots.max()) + 1 if owners.numel() else 1
+        return StaticKV(self.keys, self.values, 1, owners, slots, width)
 
 
 def shared_rows(index: Tensor, group: int, entries: int) -> tuple[Tensor | None, int]:
@@ -185,8 +202,13 @@ class MultiHeadAttention(nn.Module):
         """
         batch, length, channels = query.shape
         group = 1 if static_kv is None else static_kv.group
+        owned = static_kv is not None and static_kv.owners is not None
         if group > 1:  # rows sharing a memory row become one row of g * T queries
             query = query.reshape(batch // group, group * length, channels)
+        elif owned:  # (B, 1, C) -> (N, width, C): each memory row's queries, zeros for none
+            placed = query.new_zeros((static_kv.keys.shape[0], static_kv.width, channels))
+            placed[static_kv.owners, static_kv.slots] = query[:, 0]
+            query = placed
         if static_kv is None and memory is None and self.qkv_proj is not None:
             q, k, v = (self.split_heads(x) for x in self.qkv_proj(query).chunk(3, -1))
             if cache is not None:
@@ -209,6 +231,9 @@ class MultiHeadAttention(nn.Module):
                 scores = scores.masked_fill(~mask, float("-inf"))
             weights = F.dropout(scores.softmax(-1), self.dropout, self.training)
             out = weights @ v
+            if owned:  # back to one row per query: (N, H, width, .) -> (B, H, 1, .)
+                rows = (static_kv.owners, slice(None), static_kv.slots)
+                out, weights = out[rows][:, :, None], weights[rows][:, :, None]
             averaged = weights.mean(1).reshape(batch, length, -1) if need_weights else None
         else:
             dropout = self.dropout if self.training else 0.0
@@ -264,11 +289,16 @@ class RaggedKVCache:
         return self.keys[:, :, :width], self.values[:, :, :width]
 
     def reorder(self, index: Tensor) -> RaggedKVCache:
+        """Select rows into fresh buffers; a growable cache keeps room up to the next multiple
+        of `_ROOM` entries only, so a beam step copies about what is held, not the slack of
+        doubling, and steps that reorder nothing still append in place for a while."""
+        keys, values = self.keys, self.values
+        lengths = self.lengths.index_select(0, index)
+        if self.growable and lengths.numel():
+            capacity = -(-(int(lengths.max()) + 1) // _ROOM) * _ROOM
+            keys, values = keys[:, :, :capacity], values[:, :, :capacity]
         return RaggedKVCache(
-            self.keys.index_select(0, index),
-            self.values.index_select(0, index),
-            self.lengths.index_select(0, index),
-            self.growable,
+            keys.index_select(0, index), values.index_select(0, index), lengths, self.growable
         )
 
     @staticmethod
@@ -281,6 +311,9 @@ class RaggedKVCache:
             torch.cat([first.lengths, second.lengths]),
             first.growable or second.growable,
         )
+
+
+_ROOM = 16  # a reordered ragged cache's capacity is a multiple of this
 
 
 def _widen(buffer: Tensor, capacity: int) -> Tensor:

@@ -205,9 +205,10 @@ class TransformerState:
     each step recomputes the decoder over all of them.
 
     A ragged state (`init_ragged_state`, for continuous batching) has `sources` set: its rows
-    sit at positions of their own (`RaggedKVCache`), each row has its own memory row, and
-    `sources` names the source each row decodes, so a reorder that leaves every row on the
-    source it had (a beam step) keeps the cross-attention keys and values without a copy.
+    sit at positions of their own (`RaggedKVCache`), and `sources` names the memory row (one
+    per source) each row attends, so a reorder (a beam step, a sentence leaving) changes
+    `sources` and copies no cross-attention keys and values; memory rows that no row attends
+    any more are dropped once they are most of them.
     """
 
     encoder: EncoderOutput
@@ -216,7 +217,7 @@ class TransformerState:
     prefix: Tensor | None  # (B, t) when the cache is off
     position: int = 0
     need_alignment: bool = False
-    sources: Tensor | None = None  # (B,) ragged states only: an id per source, equal per row
+    sources: Tensor | None = None  # (B,) ragged states only: each row's memory row
 
 
 class Transformer(nn.Module):
@@ -378,18 +379,22 @@ class Transformer(nn.Module):
     ) -> TransformerState:
         """A cached state that `merge_states` can join to a running batch of other sources.
 
-        Each decoder row gets a memory row of its own: beams of sentences with different beam
-        sizes cannot share memory rows by fixed groups (`StaticKV.group`).
+        One memory row per source, which any number of decoder rows may attend (`StaticKV`
+        owners): beams of sentences with different beam sizes cannot share memory rows by
+        fixed groups, and a copy per row would be copied again at every beam step.
         """
         encoder = encoder.expanded()
         heads = self.config.n_heads
         head_dim = self.config.d_model // heads
-        cross = [layer.encoder_attn.project_kv(encoder.memory) for layer in self.decoder.layers]
+        sources = torch.arange(encoder.rows, device=encoder.memory.device)
+        cross = _owned(
+            [layer.encoder_attn.project_kv(encoder.memory) for layer in self.decoder.layers],
+            sources,
+        )
         caches = [
             RaggedKVCache.empty(encoder.rows, heads, head_dim, encoder.memory)
             for _ in self.decoder.layers
         ]
-        sources = torch.arange(encoder.rows, device=encoder.memory.device)
         return TransformerState(encoder, cross, caches, None, 0, need_alignment, sources)
 
     def _embed_ragged(self, tokens: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
@@ -405,17 +410,23 @@ class Transformer(nn.Module):
         return F.dropout(x, self.config.dropout, self.training), visible[:, None, None, :]
 
     def _reorder_ragged(self, state: TransformerState, index: Tensor) -> TransformerState:
-        sources = state.sources.index_select(0, index)
-        kept = sources.shape == state.sources.shape and torch.equal(sources, state.sources)
+        owners = state.sources.index_select(0, index)
+        encoder, cross = state.encoder, state.cross_attn
+        entries = encoder.memory.shape[0]
+        kept = owners.unique()  # sorted
+        if entries > 16 and 2 * kept.shape[0] < entries:  # mostly memory of finished rows
+            renumber = torch.full((entries,), -1, dtype=torch.long, device=owners.device)
+            renumber[kept] = torch.arange(kept.shape[0], device=owners.device)
+            owners = renumber[owners]
+            encoder = encoder.select(kept, 1)
+            cross = [kv.select(kept, 1) for kv in cross]
         return TransformerState(
-            encoder=state.encoder if kept else state.encoder.select(index, 1),
-            cross_attn=state.cross_attn
-            if kept
-            else [kv.select(index, 1) for kv in state.cross_attn],
+            encoder=encoder,
+            cross_attn=_owned(cross, owners),
             self_attn=[cache.reorder(index) for cache in state.self_attn],
             prefix=None,
             need_alignment=state.need_alignment,
-            sources=sources,
+            sources=owners,
         )
 
     @staticmethod
@@ -438,14 +449,22 @@ class Transformer(nn.Module):
 
         memory = cat(first.encoder.memory, second.encoder.memory, 1)
         mask = cat(first.encoder.mask, second.encoder.mask, 1)
+        owners = torch.cat([first.sources, second.sources + first.encoder.memory.shape[0]])
+        cross = [kv(a, b) for a, b in zip(first.cross_attn, second.cross_attn, strict=True)]
         return TransformerState(
             encoder=EncoderOutput(memory, mask),
-            cross_attn=[kv(a, b) for a, b in zip(first.cross_attn, second.cross_attn, strict=True)],
+            cross_attn=_owned(cross, owners),
             self_attn=[
                 RaggedKVCache.cat(a, b)
                 for a, b in zip(first.self_attn, second.self_attn, strict=True)
             ],
             prefix=None,
             need_alignment=first.need_alignment or second.need_alignment,
-            sources=torch.cat([first.sources, second.sources + int(first.sources.max()) + 1]),
+            sources=owners,
         )
+
+
+def _owned(cross: list[StaticKV], owners: Tensor) -> list[StaticKV]:
+    """Every layer's memory rows, attended by the decoder rows `owners` (B,) names."""
+    first = cross[0].owned(owners)
+    return [StaticKV(kv.keys, kv.values, 1, first.owners, first.slots, first.width) for kv in cross]

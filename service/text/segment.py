@@ -197,10 +197,11 @@ def split_clauses(sentence: str, fits: Callable[[str], bool]) -> list[tuple[str,
     return None
 
 
-def protect_units(layout: Layout) -> None:
-    """Take what `PROTECTED` matches out of the units, in place: it joins the white space
-    around it (so it comes back verbatim, where it was), and the text between such spans is
-    translated as units of its own; a piece without a letter ("," or ".") is kept as it is."""
+def protect_units(layout: Layout, cut: Callable[[str], bool] = lambda span: True) -> None:
+    """Take what `PROTECTED` matches (and `cut` accepts) out of the units, in place: it joins
+    the white space around it (so it comes back verbatim, where it was), and the text between
+    such spans is translated as units of its own; a piece without a letter ("," or ".") is
+    kept as it is."""
     units: list[str] = []
     gaps: list[str] = []
     pending = ""  # verbatim text after the last unit (goes into its gap, or the prefix)
@@ -214,7 +215,7 @@ def protect_units(layout: Layout) -> None:
 
     for unit, gap in zip(layout.units, layout.gaps, strict=True):
         position = 0
-        for match in [*PROTECTED.finditer(unit), None]:
+        for match in [*(m for m in PROTECTED.finditer(unit) if cut(m.group())), None]:
             end = match.start() if match is not None else len(unit)
             piece = unit[position:end]
             lead, body, trail = _EDGE_SPACE.match(piece).groups()

@@ -8,7 +8,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from functools import lru_cache
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_mod
 from service.api.backends import Backends
 from service.api.catalog import Catalog
 from service.api.errors import ApiError, api_error, request_id_of
+from service.api.markup import Pieces
 from service.api.schemas import (
     BODY_ERRORS,
     MODEL_NAME,
@@ -69,6 +70,9 @@ class CompareRequest(BaseModel):
     beam_size: json_int(ge=1) | None = None
     max_length: json_int(ge=1) | None = None
     return_scores: bool = False
+    format: Literal["text", "html"] = Field(
+        "text", description="`html`: each text is HTML, translated as `/v1/translate` does."
+    )
 
     @property
     def texts(self) -> list[str]:
@@ -162,6 +166,7 @@ def compare_router(settings: ApiSettings, backends: Backends) -> APIRouter:
     )
     async def compare(body: CompareRequestModel, request: Request) -> CompareResponse:
         models = resolve_compared(backends.catalog, body.models, body.source, body.target)
+        pieces = Pieces.of(body.texts, body.format == "html")
         request_id = request_id_of(request)
         jobs = [
             (
@@ -192,8 +197,12 @@ def compare_router(settings: ApiSettings, backends: Backends) -> APIRouter:
         async def run(model: ServedModel, options: DecodeOptions) -> ComparedModel:
             started = time.perf_counter()
             try:
-                layouts = layouts_for(settings, backends, model, body.texts)
-                result = await translate_segmented(backends, model, layouts, options, request_id)
+                layouts = layouts_for(settings, backends, model, pieces.texts, owner=pieces.owner)
+                result = pieces.assemble_result(
+                    await translate_segmented(
+                        backends, model, layouts, options, request_id, owner=pieces.owner
+                    )
+                )
             except ServiceError as error:
                 return failed(model, api_error(error), started)
             except ApiError as error:

@@ -79,14 +79,17 @@ class Pieces:
             if page is None:
                 assembled.append(runs[0])
                 continue
-            units = [unit for run in runs for unit in run.layout.units]
+            units = [unit for run in runs for unit in run.sources]
             layout = Layout(
                 units=units,
                 gaps=[""] * len(units),
                 sentences=sum(run.layout.sentences for run in runs),
             )
             items = [item for run in runs for item in run.items]
-            assembled.append(HtmlOutcome(layout, items, page=page, runs=tuple(runs)))
+            placeholders = tuple(
+                p for run in runs for p in run.placeholders or [None] * len(run.items)
+            )
+            assembled.append(HtmlOutcome(layout, items, placeholders, page=page, runs=tuple(runs)))
         return assembled
 
     def assemble_result(self, segmented: SegmentedResult) -> SegmentedResult:

@@ -53,11 +53,13 @@ from service.api.segmented import (
     TextOutcome,
     layouts_for,
     translate_segmented,
+    unchanged_outcome,
 )
 from service.api.settings import ApiSettings
 from service.contracts import DecodeFailed, JobResult, ServedModel
 from service.decoding.search import DecodeOptions
 from service.decoding.translator import Candidate
+from service.text.segment import segment_text
 
 TRANSLATE_ERRORS = (*BODY_ERRORS, 404, 500, 503, 504)
 
@@ -230,6 +232,27 @@ class Segment(BaseModel):
     score: float | None = Field(None, description="Its score, when return_scores is set.")
     alignment: Alignment | None = Field(None, description="When return_alignment is set.")
     cached: bool = Field(False, description="Answered from the translation cache.")
+    placeholders: Literal["kept", "repaired", "fallback"] | None = Field(
+        None,
+        description="With the `sentinels` setting (service/api/settings.py), how its "
+        "placeholders, tags and URLs came back (null: it had none, or the setting is `pieces`, "
+        "the default, where the model never sees them): `kept`, the model returned each once; "
+        "`repaired`, one it dropped was put back "
+        "where the attention puts it, or extra copies were removed; `fallback`, translated "
+        "as the pieces between them (no alignment then).",
+    )
+
+
+class PlaceholderRepair(BaseModel):
+    segment: int = Field(description="Index of the sentence in `segments`.")
+    source: str = Field(description="The sentence.")
+    status: Literal["repaired", "fallback"] = Field(description="See `segments[].placeholders`.")
+    inserted: list[str] = Field(
+        default_factory=list, description="Spans the model dropped, put back by the alignment."
+    )
+    removed: list[str] = Field(
+        default_factory=list, description="Spans the model repeated: the extra copies removed."
+    )
 
 
 class TranslationResult(BaseModel):
@@ -260,6 +283,13 @@ class TranslationResult(BaseModel):
         description="What was decoded, sentence by sentence (a sentence longer than the "
         "model's source limit as clauses), when return_scores or return_alignment is set.",
     )
+    placeholder_repairs: list[PlaceholderRepair] = Field(
+        default_factory=list,
+        description="With the `sentinels` setting each sentence is translated whole, its "
+        "placeholders, tags and URLs masked as sentinels and restored after: the sentences "
+        "where the model lost or repeated one, and what was done. Empty when every one came "
+        "back as it was, and always with `pieces` (the default), where none can be lost.",
+    )
     input_tokens: int
     output_tokens: int
 
@@ -287,9 +317,14 @@ class Timing(BaseModel):
 
 class TranslateResponse(BaseModel):
     id: str = Field(description="The request id, also sent as the X-Request-ID header.")
-    model: str = Field(description="Full id of the model that answered.")
-    version: int
-    source: str
+    model: str | None = Field(
+        description="Full id of the model that answered; null when none ran (with `source: "
+        "auto`, every text was already in the target language and came back unchanged)."
+    )
+    version: int | None = Field(description="Its version; null when no model ran.")
+    source: str = Field(
+        description="The source language: the model's, or, when no model ran, the one detected."
+    )
     target: str
     translations: list[TranslationResult] = Field(description="One per input text, in order.")
     usage: Usage
@@ -352,6 +387,10 @@ def _alignment(candidate: Candidate) -> Alignment | None:
     )
 
 
+def _placeholder_states(outcome: TextOutcome) -> list:
+    return list(outcome.placeholders) or [None] * len(outcome.items)
+
+
 def _segments(outcome: TextOutcome, return_scores: bool, return_alignment: bool) -> list[Segment]:
     return [
         Segment(
@@ -360,16 +399,37 @@ def _segments(outcome: TextOutcome, return_scores: bool, return_alignment: bool)
             score=_finite(candidate.score) if return_scores else None,
             alignment=_alignment(candidate) if return_alignment else None,
             cached=item.cached,
+            placeholders=state.status if state is not None else None,
         )
-        for unit, candidate, item in zip(
-            outcome.layout.units, outcome.candidate(0), outcome.items, strict=True
+        for unit, candidate, item, state in zip(
+            outcome.sources,
+            outcome.candidate(0),
+            outcome.items,
+            _placeholder_states(outcome),
+            strict=True,
         )
+    ]
+
+
+def _repairs(outcome: TextOutcome) -> list[PlaceholderRepair]:
+    return [
+        PlaceholderRepair(
+            segment=index,
+            source=source,
+            status=state.status,
+            inserted=list(state.inserted),
+            removed=list(state.removed),
+        )
+        for index, (source, state) in enumerate(
+            zip(outcome.sources, _placeholder_states(outcome), strict=True)
+        )
+        if state is not None and state.status != "kept"
     ]
 
 
 def build_response(
     request_id: str,
-    model: ServedModel,
+    model: ServedModel | None,
     segmented: SegmentedResult,
     *,
     n_best: int,
@@ -377,7 +437,9 @@ def build_response(
     return_alignment: bool,
     started: float,
     choice: SourceChoice | None = None,
+    language: str | None = None,
 ) -> TranslateResponse:
+    """`model` None: no model ran, every text came back as it was, in `language`."""
     translations = []
     result = segmented.result
     for index, outcome in enumerate(segmented.texts):
@@ -404,6 +466,7 @@ def build_response(
                 segments=_segments(outcome, return_scores, return_alignment)
                 if return_scores or return_alignment
                 else None,
+                placeholder_repairs=_repairs(outcome),
                 input_tokens=outcome.input_tokens,
                 output_tokens=outcome.output_tokens,
             )
@@ -412,10 +475,10 @@ def build_response(
     output_tokens = sum(t.output_tokens for t in translations)
     return TranslateResponse(
         id=request_id,
-        model=result.model_id,
-        version=result.version,
-        source=model.source,
-        target=model.target,
+        model=result.model_id if model is not None else None,
+        version=result.version if model is not None else None,
+        source=model.source if model is not None else language,
+        target=model.target if model is not None else language,
         translations=translations,
         usage=Usage(
             input_tokens=input_tokens,
@@ -431,6 +494,31 @@ def build_response(
             ],
             cached_sentences=[sum(item.cached for item in o.items) for o in segmented.texts],
         ),
+    )
+
+
+def _already_in(
+    language: str,
+    pieces: Pieces,
+    choice: SourceChoice,
+    request_id: str,
+    started: float,
+    body: TranslateRequest,
+) -> TranslateResponse:
+    """Every text is in the target language already: each comes back as it was, segmented
+    in that language, and the response names no model (none ran)."""
+    outcomes = [unchanged_outcome(segment_text(text, language)) for text in pieces.texts]
+    segmented = SegmentedResult(JobResult([], "", 0, 0.0), pieces.assemble(outcomes))
+    return build_response(
+        request_id,
+        None,
+        segmented,
+        n_best=body.n_best,
+        return_scores=body.return_scores,
+        return_alignment=body.return_alignment,
+        started=started,
+        choice=choice,
+        language=language,
     )
 
 
@@ -460,6 +548,8 @@ def translate_router(settings: ApiSettings, backends: Backends, ab: ABTesting) -
             detector = detector_for(backends.catalog)
             choice = detect_sources(detector, pieces.readable(body.texts), target)
             source = choice.single_source()
+            if choice.unchanged and len(choice.unchanged) == len(body.texts):
+                return _already_in(target, pieces, choice, request_id_of(request), started, body)
             if source is None:  # nothing to translate, or not in any language: the default
                 target = body.target
         served, assignment = ab.choose(

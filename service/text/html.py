@@ -9,7 +9,9 @@ and atomic ones (`<code>`, `<br>`, `<img>`, comments, ...) written into it as ma
 `service.text.segment`, so each run is segmented into sentences like any text and its markers
 are protected spans there (`protect_units`): they never reach the model, they stay verbatim
 in the sentence, and the words between them are translated, so a tag comes back around the
-translation of the words it held. `HtmlPage.render` puts the tree back together from the
+translation of the words it held. (With `placeholders: sentinels` the sentence goes whole,
+each marker a sentinel, `service.text.placeholders`, and the marker comes back where the model
+put its sentinel.) `HtmlPage.render` puts the tree back together from the
 translated runs: each marker becomes a copy of its element (attributes as they were; an atomic
 element whole), in the order the translation has them. Line breaks inside a run are read as
 the spaces HTML takes them for (a sentence wrapped over source lines is one sentence), so a
@@ -30,8 +32,8 @@ A marker the translation lost must not lose the user's text: an atomic element w
 missing is put back at the end of its run (its block's text), an inline element whose opening
 marker is missing is put back there empty (its words are in the translation, untagged), and
 `Rendered.restored` counts both. Markers that come back unbalanced are closed at the end of
-the run; duplicates and unknown markers are dropped. (The translation routes cannot lose one:
-markers are protected spans that the model never sees.)
+the run; duplicates and unknown markers are dropped. (The translation routes restore every
+marker: a lost sentinel is put back by the alignment, or the sentence translated piecewise.)
 
 A fragment in gives a fragment out (no `<html><body>` added); a document (a doctype, or an
 `<html>`, `<head>` or `<body>` tag first) gives a document out; white space around the input

@@ -109,6 +109,25 @@ def test_a_text_already_in_the_target_comes_back_unchanged(client, backend):
     }
 
 
+def test_v1_names_the_detected_language_and_no_model_when_none_ran(client, backend):
+    texts = ["The Lord is my shepherd.", "I shall not want."]
+    body = client.post(
+        "/v1/translate", json={"text": texts, "source": "auto", "target": "en"}
+    ).json()
+    assert (body["model"], body["version"], body["source"], body["target"]) == (
+        None,
+        None,
+        "en",
+        "en",
+    )
+    assert [t["text"] for t in body["translations"]] == texts
+    assert body["usage"]["total_tokens"] == 0 and backend.jobs == []
+    mixed = client.post(
+        "/v1/translate", json={"text": ["Hola amigo, ¿qué tal?", *texts], "source": "auto"}
+    ).json()
+    assert (mixed["model"], mixed["source"]) == ("es-en/transformer", "es")
+
+
 def test_v1_auto_with_and_without_a_target(client, backend):
     body = client.post(
         "/v1/translate", json={"text": "¿Dónde está la biblioteca?", "source": "auto"}

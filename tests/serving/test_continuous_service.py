@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import copy
-import socket
 
 import httpx
 import pytest
 
+from tests.serving.test_service import free_port
+
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

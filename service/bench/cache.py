@@ -24,13 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from service.bench.service import (
-    TEST_SPLIT_DIR,
-    free_port,
-    machine_description,
-    percentile,
-    subject_store,
-)
+from service.bench.live import load_average, machine_description, start_serve, stop_serve, versions
+from service.bench.service import TEST_SPLIT_DIR, percentile, subject_store
 
 SECTION_TITLE = "Service: translation cache"
 DEFAULT_SPLIT = "general"  # held-out prose: sentences a user would paste as a paragraph
@@ -158,7 +153,6 @@ def measure(
 
 def _start(subject: Any, num_cpus: float | None) -> str:
     """Ray, Serve on a free loopback port and the application with the shipped settings."""
-    import ray
     from ray import serve
 
     from service.serving.app import build_app_with_options, deployment_name
@@ -167,15 +161,7 @@ def _start(subject: Any, num_cpus: float | None) -> str:
     shipped = deployment_overrides(load_config(DEFAULT_CONFIG)["applications"][0])
     key = deployment_name(subject.model_id)
     options = {name: dict(shipped.get(name) or {}) for name in ("Ingress", key)}
-    ray.init(
-        address="local",
-        num_cpus=num_cpus or max(2, os.cpu_count() or 2),
-        include_dashboard=False,
-        log_to_driver=False,
-        namespace="bench-cache",
-    )
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    port = start_serve("bench-cache", num_cpus)
     args = {
         "store": str(subject.store),
         "models": [{"id": subject.model_id}],
@@ -184,25 +170,6 @@ def _start(subject: Any, num_cpus: float | None) -> str:
     }
     serve.run(build_app_with_options(args, options), name="bench-cache", route_prefix="/")
     return f"http://127.0.0.1:{port}"
-
-
-def _versions() -> dict[str, str]:
-    import platform
-
-    import httpx
-    import ray
-    import torch
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "ray": ray.__version__,
-        "httpx": httpx.__version__,
-    }
-
-
-def _load() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
 
 
 def benchmark_cache(
@@ -222,7 +189,6 @@ def benchmark_cache(
 ) -> CacheBenchmark:
     """Start the service, send every paragraph uncached then cached, stop the service."""
     import httpx
-    from ray import serve
 
     from service.api.settings import ApiSettings
 
@@ -230,7 +196,7 @@ def benchmark_cache(
     texts = benchmark_paragraphs(paragraphs + 1, sentences_per_text, split)
     warmup, texts = texts[0], texts[1:]
     payload = {"beam_size": beam_size, "max_length": max_length}
-    load_before = _load()
+    load_before = load_average()
     with subject_store(store, model, "small") as subject:
         if subject.random_weights:
             raise FileNotFoundError(f"the store has no trained {model}: nothing to measure")
@@ -243,12 +209,7 @@ def benchmark_cache(
                 say(f"{len(texts)} paragraphs, each uncached once and cached {repeats} times")
                 got = measure(client, texts, payload, repeats)
         finally:
-            import ray
-
-            try:
-                serve.shutdown()
-            finally:
-                ray.shutdown()
+            stop_serve()
     uncached = _summarize(got["samples"]["uncached"])
     cached = _summarize(got["samples"]["cached"])
     return CacheBenchmark(
@@ -268,9 +229,9 @@ def benchmark_cache(
         if uncached.p50_ms and cached.p50_ms
         else None,
         errors=got["errors"],
-        versions=_versions(),
+        versions=versions(),
         machine=machine_description(),
-        load_average={"before": load_before, "after": _load()},
+        load_average={"before": load_before, "after": load_average()},
         command=command,
         notes=list(notes),
     )

@@ -20,10 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import platform
 import random
-import socket
 import tempfile
 import time
 from collections import Counter
@@ -34,7 +31,14 @@ from typing import Any
 
 import numpy as np
 
-from service.bench.machine import processor_name
+from service.bench.live import (
+    free_port,  # noqa: F401 (re-exported: callers take it from here)
+    load_average,
+    machine_description,
+    start_serve,
+    stop_serve,
+    versions,
+)
 
 MODES = {"batched": 32, "unbatched": 1}  # mode -> max_batch_size
 DEFAULT_USERS = (1, 8, 32, 64)
@@ -219,12 +223,6 @@ async def drive(
 # The service under test.
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def benchmark_sentences(data_dir: Path = TEST_SPLIT_DIR, seed: int = 0) -> list[str]:
     """The Spanish side of the test split in a fixed shuffled order (both modes get the same)."""
     from service.text.corpus import load_split
@@ -326,22 +324,12 @@ def start_service(
     """Ray, Serve on a free loopback port, and one application per mode; returns the base URL.
 
     Replicas keep the shipped config's resources (fractional CPUs, one torch thread)."""
-    import ray
     from ray import serve
 
     from service.serving.app import build_app_with_options, deployment_name
     from service.serving.config import AppArgs
 
-    if not ray.is_initialized():
-        ray.init(
-            address="local",
-            num_cpus=num_cpus or max(2, os.cpu_count() or 2),
-            include_dashboard=False,
-            log_to_driver=False,
-            namespace="bench-service",
-        )
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    port = start_serve("bench-service", num_cpus)
     key = deployment_name(subject.model_id)
     args: dict[str, Any] = {
         "store": str(subject.store),
@@ -381,30 +369,10 @@ def wait_ready(base: str, timeout_s: float = 600.0) -> None:
             time.sleep(1)
 
 
-def stop_service() -> None:
-    import ray
-    from ray import serve
-
-    try:
-        serve.shutdown()
-    finally:
-        ray.shutdown()
+stop_service = stop_serve
 
 
 # The benchmark.
-
-
-def _versions() -> dict[str, str]:
-    import httpx
-    import ray
-    import torch
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "ray": ray.__version__,
-        "httpx": httpx.__version__,
-    }
 
 
 def _measure_level(
@@ -463,14 +431,6 @@ def _measure_level(
     )
 
 
-def machine_description() -> str:
-    return f"{processor_name()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
-
-
-def _load() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
-
-
 def benchmark_service(
     users: Sequence[int] = DEFAULT_USERS,
     *,
@@ -511,7 +471,7 @@ def benchmark_service(
         "payload": payload,
         "texts_per_request": texts_per_request,
     }
-    load_before = _load()
+    load_before = load_average()
     levels: list[LevelComparison] = []
     with subject_store(store, model, random_preset) as subject:
         say(f"starting Ray Serve with {subject.description}")
@@ -557,9 +517,9 @@ def benchmark_service(
             "measured": at_target.speedup if at_target else None,
             "met": bool(at_target and (at_target.speedup or 0) >= TARGET_SPEEDUP),
         },
-        versions=_versions(),
+        versions=versions(),
         machine=machine_description(),
-        load_average={"before": load_before, "after": _load()},
+        load_average={"before": load_before, "after": load_average()},
         command=command,
         notes=notes,
     )

@@ -345,6 +345,32 @@ def update_sections(path: Path, sections: dict[str, str]) -> None:
     path.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
 
 
+def _mix_command(*, write: str, as_json: bool, **options) -> None:
+    """`bench service --mix`: run, write the doc section if asked, print JSON or a table."""
+    import contextlib
+    import sys
+
+    from service.bench.mix import SECTION_TITLE, benchmark_mix, mix_markdown, mix_table
+
+    with contextlib.redirect_stdout(sys.stderr):
+        result = benchmark_mix(**options)
+    if write:
+        update_sections(Path(write), {SECTION_TITLE: mix_markdown(result)})
+        Console(stderr=True).print(f"wrote {SECTION_TITLE} into {write}")
+    if as_json:
+        print(json.dumps(result.to_dict()))
+        return
+    Console().print(mix_table(result))
+    target = result.target
+    Console().print(
+        f"short_p99_ratio {result.short_p99_ratio} (target <= {target['short_p99_ratio']}: "
+        f"{'met' if target['short_p99_met'] else 'NOT met'}), throughput_ratio "
+        f"{result.throughput_ratio} (target >= {target['throughput_ratio']}: "
+        f"{'met' if target['throughput_met'] else 'NOT met'}); load average "
+        f"{result.load_average['before']} -> {result.load_average['after']}"
+    )
+
+
 @bench_app.command("service")
 def service_command(
     users: str = typer.Option("1,8,32,64", help="concurrency levels, comma separated"),
@@ -361,6 +387,13 @@ def service_command(
         -1.0, help="batch_wait_timeout_s for both modes; negative keeps the shipped config's"
     ),
     batching: str = typer.Option("static", help="static or continuous, for both modes"),
+    mix: bool = typer.Option(
+        False,
+        "--mix",
+        help="continuous against static batching on short and long texts (not batched/unbatched)",
+    ),
+    short_fraction: float = typer.Option(0.75, help="--mix: the share of short requests"),
+    max_batch_size: int = typer.Option(32, help="--mix: both modes' max_batch_size"),
     as_json: bool = typer.Option(False, "--json"),
     write: str = typer.Option(
         "", help="also write its section into this markdown file (docs/benchmarks.md)"
@@ -378,6 +411,26 @@ def service_command(
     )
 
     console = Console(stderr=True)
+    if mix:
+        _mix_command(
+            users=[int(u) for u in users.split(",") if u.strip()],
+            duration_s=duration,
+            warmup_s=warmup,
+            rounds=rounds,
+            short_fraction=short_fraction,
+            beam_size=beam_size,
+            max_length=max_length,
+            max_batch_size=max_batch_size,
+            model=model,
+            store=Path(store) if store else None,
+            random_preset=random_preset,
+            batch_wait_timeout_s=batch_wait_timeout if batch_wait_timeout >= 0 else None,
+            command="python -m service bench service " + " ".join(sys.argv[3:]),
+            progress=lambda message: console.print(f"[dim]{message}[/dim]"),
+            write=write,
+            as_json=as_json,
+        )
+        return
     # Ray prints its own messages (e.g. at shutdown) to stdout; keep stdout for the result.
     with contextlib.redirect_stdout(sys.stderr):
         result = benchmark_service(

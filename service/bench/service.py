@@ -202,7 +202,12 @@ async def drive(
                 position += texts_per_request
                 body = {**payload, "text": texts[0] if texts_per_request == 1 else texts}
                 sent = time.perf_counter()
-                sample: dict[str, Any] = {"started": sent, "ok": False, "batch_sizes": []}
+                sample: dict[str, Any] = {
+                    "started": sent,
+                    "ok": False,
+                    "batch_sizes": [],
+                    "index": (position - texts_per_request) % len(sentences),  # first text's
+                }
                 try:
                     response = await client.post(url, json=body)
                     sample["ok"] = response.status_code == 200
@@ -324,6 +329,18 @@ def start_service(
     """Ray, Serve on a free loopback port, and one application per mode; returns the base URL.
 
     Replicas keep the shipped config's resources (fractional CPUs, one torch thread)."""
+    apps = {mode: (max_batch_size, batching) for mode, max_batch_size in MODES.items()}
+    return start_applications(subject, apps, num_cpus, batch_wait_timeout_s)
+
+
+def start_applications(
+    subject: Subject,
+    apps: dict[str, tuple[int, str]],
+    num_cpus: float | None = None,
+    batch_wait_timeout_s: float | None = None,
+) -> str:
+    """One application of the subject per entry of `apps` (name -> (max_batch_size, batching)),
+    each at `/<name>`, otherwise identical; returns the base URL."""
     from ray import serve
 
     from service.serving.app import build_app_with_options, deployment_name
@@ -331,33 +348,33 @@ def start_service(
 
     port = start_serve("bench-service", num_cpus)
     key = deployment_name(subject.model_id)
-    args: dict[str, Any] = {
-        "store": str(subject.store),
-        "models": [{"id": subject.model_id, "batching": batching}],
-        "default_model": subject.model_id,
-        # Batching is what is measured: sentences answered from the ingress's cache would
-        # never reach the decoder (the clients resend the same test sentences).
-        "api": {"cache_size": 0},
-    }
-    if "generation" in AppArgs.model_fields:  # translation only: no language model replica
-        args["generation"] = None
-    for mode, max_batch_size in MODES.items():
+    for name, (max_batch_size, batching) in apps.items():
+        args: dict[str, Any] = {
+            "store": str(subject.store),
+            "models": [{"id": subject.model_id, "batching": batching}],
+            "default_model": subject.model_id,
+            # Batching is what is measured: sentences answered from the ingress's cache would
+            # never reach the decoder (the clients resend the same test sentences).
+            "api": {"cache_size": 0},
+        }
+        if "generation" in AppArgs.model_fields:  # translation only: no language model replica
+            args["generation"] = None
         serve.run(
             build_app_with_options(
                 args, _deployment_options(max_batch_size, key, batch_wait_timeout_s)
             ),
-            name=f"bench-{mode}",
-            route_prefix=f"/{mode}",
+            name=f"bench-{name}",
+            route_prefix=f"/{name}",
             blocking=False,
         )
     return f"http://127.0.0.1:{port}"
 
 
-def wait_ready(base: str, timeout_s: float = 600.0) -> None:
+def wait_ready(base: str, timeout_s: float = 600.0, modes: Sequence[str] = tuple(MODES)) -> None:
     import httpx
 
     deadline = time.monotonic() + timeout_s
-    for mode in MODES:
+    for mode in modes:
         while True:
             try:
                 if httpx.get(f"{base}/{mode}/readyz", timeout=5).status_code == 200:

@@ -78,6 +78,8 @@ def test_drive_keeps_n_requests_in_flight_against_a_local_server(fake_service):
     assert window[1] - window[0] == pytest.approx(1.0)
     assert len(samples) >= 4 and all(s["ok"] for s in samples)
     assert {s["batch_sizes"][0] for s in samples} == {2}  # two texts per request
+    # Each sample names its first text; a worker's requests walk the list two by two.
+    assert all(0 <= s["index"] < len(sentences) and s["index"] % 2 == 0 for s in samples)
     result = bench.summarize(
         samples,
         seconds=window[1] - window[0],
@@ -190,3 +192,27 @@ def test_markdown_section_reports_both_modes_and_the_target():
     assert "carried 20 texts on average" in markdown
     # 50 texts/s in calls of 20 texts taking 8 ms each; unbatched 10 calls/s of 8 ms
     assert "decoder was busy 2% of the time with batching and 8% without" in markdown
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_benchmark_mix_end_to_end_on_tiny_random_models(tiny_model_store):
+    from service.bench import mix
+
+    result = mix.benchmark_mix(
+        [2],
+        duration_s=1.5,
+        warmup_s=0.5,
+        rounds=2,
+        max_length=4,
+        max_batch_size=8,
+        store=tiny_model_store,
+    )
+    [level] = result.levels
+    for got in (level.static, level.continuous):
+        assert got.all.errors == 0 and got.all.requests == got.short.requests + got.long.requests
+        assert got.short.requests > 0 and got.long.requests > 0, got
+    assert level.short_p99_ratio is not None and level.throughput_ratio is not None
+    assert result.short_p99_ratio == level.short_p99_ratio
+    assert result.long_units == {"1": result.long_units["1"]}  # one sentence per long request
+    assert "| 2 |" in mix.mix_markdown(result)

@@ -39,6 +39,7 @@ def test_summarize_counts_the_window_only():
     assert result.p50_ms == pytest.approx(450.0)  # of 200 ms and 700 ms
     assert result.p99_ms == pytest.approx(695.0)
     assert result.mean_batch_size == 3.0  # of the two counted: 4 and 2
+    assert result.overhead_p50_ms == pytest.approx(442.0)  # 200 - 8 and 700 - 8 ms
     assert (result.server_queue_ms, result.server_compute_ms, result.server_total_ms) == (
         2.0,
         8.0,

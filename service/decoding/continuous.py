@@ -17,6 +17,15 @@ with the same beam size and width, and `search.sentence_sampling` rows for greed
 so a sentence gets the hypotheses that `search.generate` gives it alone, whatever it shares
 steps with (tests/decoding/test_continuous.py).
 
+A failure stays with the sentence that caused it, as the static path's retry one by one does
+(`service/serving/batcher.py`): newcomers whose encoding fails are encoded again one by one and
+only those that fail alone come back failed (`TranslationOutput.error`); a model step that
+fails is undone (`checkpoint_state`) and bisected over the running sentences, each half stepped
+on a copy of its rows, until the sentences that fail alone are found; they leave failed and the
+step runs again for the others, who get what they would have got without them. A step that
+fails although each half steps alone (the whole batch is the problem), or a failure in the
+search itself, still raises: the caller then fails what the engine held.
+
 The engine is synchronous and single-threaded; the serving layer drives it
 (`service/serving/translation.py`).
 """
@@ -57,6 +66,7 @@ class TranslationOutput:
     queue_s: float  # added -> encoded
     decode_s: float  # encoded -> finished
     mean_batch: float  # sentences per step, averaged over its steps
+    error: str | None = None  # it failed (no hypotheses): its encoding or a step on its rows
 
 
 @dataclass
@@ -176,11 +186,17 @@ class TranslationEngine:
 
     @torch.inference_mode()
     def step(self) -> list[TranslationOutput]:
-        """Admit newcomers, run one decoder step for every row, retire finished sentences."""
-        self._admit()
+        """Admit newcomers, run one decoder step for every row, retire finished sentences.
+
+        Sentences that failed (their encoding, or a model step on their rows) come back with
+        `error` set; the others are unaffected.
+        """
+        outputs = self._admit()
         if not self.running:
-            return []
-        logits, attention = self.model.step(self.tokens, self.state)
+            return outputs
+        logits, attention = self._forward(outputs)
+        if logits is None:  # every running sentence failed
+            return outputs
         self.batch_sizes.append(len(self.running))
         log_probs = masked_log_probs(
             self.config,
@@ -204,7 +220,7 @@ class TranslationEngine:
         beams = self._beam_steps(log_probs, offsets)
         chosen = self._choose(log_probs)
 
-        index, tokens, scores, outputs, running = [], [], [], [], []
+        index, tokens, scores, running = [], [], [], []
         generated = self.generated.tolist()
         eos = self.config.eos_id
         for position, sentence in enumerate(self.running):
@@ -257,6 +273,63 @@ class TranslationEngine:
         self.beam_scores = torch.cat(scores)
         return outputs
 
+    def _forward(self, failed: list[TranslationOutput]) -> tuple[Tensor | None, Tensor | None]:
+        """The model step for every row; on a failure, the sentences that fail alone leave
+        (into `failed`) and the others step again from the state before the failed step."""
+        saved = self.model.checkpoint_state(self.state)
+        try:
+            return self.model.step(self.tokens, self.state)
+        except Exception:
+            self.state = saved
+            culprits = self._failing(list(range(len(self.running))))
+            if not culprits:
+                raise  # no sentence fails alone: the batch as a whole does
+            for position, message in culprits.items():
+                failed.append(self._output(self.running[position], message))
+            self._remove(set(culprits))
+            if not self.running:
+                return None, None
+            return self._forward(failed)
+
+    def _failing(self, members: list[int]) -> dict[int, str]:
+        """Running sentences (positions) among `members` whose rows fail a step alone, each
+        with its error; the halves step on copies of their rows, so nothing here changes."""
+        offsets = self._offsets()
+        rows = torch.cat(
+            [
+                torch.arange(offsets[m], offsets[m] + self.running[m].width, device=self.device)
+                for m in members
+            ]
+        )
+        try:
+            self.model.step(self.tokens[rows], self.model.reorder_state(self.state, rows))
+        except Exception as error:  # noqa: BLE001 - what the bisection looks for
+            if len(members) == 1:
+                return {members[0]: f"{type(error).__name__}: {error}"}
+            half = len(members) // 2
+            return self._failing(members[:half]) | self._failing(members[half:])
+        return {}
+
+    def _offsets(self) -> list[int]:
+        """Each running sentence's first row."""
+        offsets, offset = [], 0
+        for sentence in self.running:
+            offsets.append(offset)
+            offset += sentence.width
+        return offsets
+
+    def _remove(self, positions: set[int]) -> None:
+        """Running sentences at `positions` leave the batch, their rows with them."""
+        keep = []
+        for position, first in enumerate(self._offsets()):
+            if position not in positions:
+                keep.extend(range(first, first + self.running[position].width))
+        self.running = [s for p, s in enumerate(self.running) if p not in positions]
+        if self.running:
+            self._select(torch.tensor(keep, dtype=torch.long, device=self.device))
+        else:
+            self._clear()
+
     def _beam_steps(self, log_probs: Tensor, offsets: list[int]) -> dict[int, tuple]:
         """`search.beam_step` per group of sentences of one beam size and width.
 
@@ -302,16 +375,18 @@ class TranslationEngine:
             return None
         return self.attention[row, :length, : len(sentence.source)].clone()
 
-    def _output(self, sentence: _Sentence) -> TranslationOutput:
+    def _output(self, sentence: _Sentence, error: str | None = None) -> TranslationOutput:
         now = time.perf_counter()
+        admitted = sentence.admitted or now
         return TranslationOutput(
             request_id=sentence.request_id,
-            hypotheses=sentence.hypotheses(),
+            hypotheses=[] if error is not None else sentence.hypotheses(),
             source_tokens=len(sentence.source),
             steps=sentence.steps,
-            queue_s=sentence.admitted - sentence.added,
-            decode_s=now - sentence.admitted,
+            queue_s=admitted - sentence.added,
+            decode_s=now - admitted,
             mean_batch=sentence.batch_total / max(sentence.steps, 1),
+            error=error,
         )
 
     def _select(self, index: Tensor) -> None:
@@ -367,8 +442,11 @@ class TranslationEngine:
             )
         self.attention[torch.arange(rows, device=self.device), self.generated] = attention
 
-    def _admit(self) -> None:
-        """Encode the waiting sentences that fit, together, and join their rows to the batch."""
+    def _admit(self) -> list[TranslationOutput]:
+        """Encode the waiting sentences that fit, together, and join their rows to the batch.
+
+        Returns the newcomers that failed: when encoding them together fails, each is encoded
+        alone, those that fail alone fail, and the others are encoded together again."""
         admitted: list[_Sentence] = []
         rows = sum(s.rows for s in self.running)
         longest = max((len(s.source) for s in self.running), default=0)
@@ -381,9 +459,26 @@ class TranslationEngine:
             rows += candidate.rows
             longest = max(longest, len(candidate.source))
         if not admitted:
-            return
+            return []
+        need_alignment = any(s.options.return_alignment for s in admitted)
+        failed: list[TranslationOutput] = []
+        try:
+            fresh = self._encode(admitted, need_alignment)
+        except Exception:  # noqa: BLE001 - find the newcomers that cause it
+            kept = []
+            for sentence in admitted:
+                try:
+                    self._encode([sentence], need_alignment)
+                except Exception as error:  # noqa: BLE001 - this sentence's own failure
+                    failed.append(self._output(sentence, f"{type(error).__name__}: {error}"))
+                else:
+                    kept.append(sentence)
+            if not kept:
+                return failed
+            admitted = kept
+            fresh = self._encode(admitted, need_alignment)
         now = time.perf_counter()
-        sources, beam_rows, min_length, max_length, wordless, sampling = [], [], [], [], [], []
+        beam_rows, min_length, max_length, wordless, sampling = [], [], [], [], []
         for sentence in admitted:
             sentence.admitted = now
             sentence.width = 1 if sentence.beam is not None else sentence.rows
@@ -394,18 +489,14 @@ class TranslationEngine:
                 sampling.append(sentence_sampling(sentence.options, sentence.width, self.device))
             options = sentence.options
             for _ in range(sentence.width):
-                sources.append(sentence.source)
                 beam_rows.append(sentence.beam is not None)
                 min_length.append(options.min_length)
                 max_length.append(options.max_length)
                 wordless.append(options.min_length >= 1)
-        src = pad_batch(sources, self.config.pad_id, self.device)
-        need_alignment = any(s.options.return_alignment for s in admitted)
-        fresh = self.model.init_ragged_state(self.model.encode(src), need_alignment)
         self.state = fresh if self.state is None else self.model.merge_states(self.state, fresh)
         self.running.extend(admitted)
 
-        count = len(sources)
+        count = len(beam_rows)
         tensor = lambda values, dtype: torch.tensor(values, dtype=dtype, device=self.device)  # noqa: E731
         start = torch.full((count,), self.config.decoder_start_id, device=self.device)
         self.tokens = torch.cat([self.tokens, start])
@@ -424,6 +515,13 @@ class TranslationEngine:
         if sampling:
             parts = sampling if self.sampling is None else [self.sampling, *sampling]
             self.sampling = SamplingRows.cat(parts)
+        return failed
+
+    def _encode(self, sentences: list[_Sentence], need_alignment: bool):
+        """A ragged state for the sentences' first rows: one per beam, else one per sample."""
+        sources = [s.source for s in sentences for _ in range(1 if s.beam is not None else s.rows)]
+        src = pad_batch(sources, self.config.pad_id, self.device)
+        return self.model.init_ragged_state(self.model.encode(src), need_alignment)
 
     def _zeros(self, count: int, dtype: torch.dtype) -> Tensor:
         return torch.zeros(count, dtype=dtype, device=self.device)

@@ -45,3 +45,12 @@ class ContinuousDecoder(Seq2SeqDecoder[State], Protocol):
     @staticmethod
     def merge_states(first: State, second: State) -> State:
         """Rows of `first` then rows of `second`, padded to the longer source."""
+
+    def checkpoint_state(self, state: State) -> State:
+        """A view of `state` that later `step`s of it leave as it is, copying no tensors.
+
+        The engine keeps one across each step, so a step that fails (one sentence's input,
+        half applied) can be undone and its sentences retried apart. A step may write a row's
+        entry at its next position in place: the checkpoint holds it as unwritten, and the
+        next step writes it again before reading it.
+        """

@@ -8,7 +8,7 @@ previous word and c_i updates its state, and a maxout "deep output" layer predic
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import torch
@@ -175,6 +175,11 @@ class RNNSearch(nn.Module):
         self, encoder: Annotations, need_alignment: bool = False
     ) -> RNNSearchState:
         return self.init_state(encoder, 0, True, need_alignment)
+
+    @staticmethod
+    def checkpoint_state(state: RNNSearchState) -> RNNSearchState:
+        """The same tensors: a step replaces `hidden`, it never writes into it."""
+        return replace(state)
 
     @staticmethod
     def merge_states(first: RNNSearchState, second: RNNSearchState) -> RNNSearchState:

@@ -9,7 +9,7 @@ and `transformers` / CTranslate2 can serve as independent references on identica
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import torch
@@ -428,6 +428,13 @@ class Transformer(nn.Module):
             need_alignment=state.need_alignment,
             sources=owners,
         )
+
+    @staticmethod
+    def checkpoint_state(state: TransformerState) -> TransformerState:
+        """The same tensors; a step replaces `lengths` (and grown buffers) rather than
+        changing them, and writes only at each row's next position (`RaggedKVCache`)."""
+        caches = [RaggedKVCache(c.keys, c.values, c.lengths, c.growable) for c in state.self_attn]
+        return replace(state, self_attn=caches)
 
     @staticmethod
     def merge_states(first: TransformerState, second: TransformerState) -> TransformerState:

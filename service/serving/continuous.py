@@ -8,6 +8,10 @@ resolves each finished sentence's future as soon as the step that finished it re
 that task and its thread touch the engine, one at a time, so no lock is needed: `submit` and
 cancellations only append to lists the task drains between steps.
 
+A sentence the engine fails (its encoding, or a step on its rows: the engine isolates it) is
+answered with its error and the others go on; only a failure the engine cannot pin on a
+sentence fails everything it held (`_fail_all`) and starts a fresh engine.
+
 A caller that gives up (a request timeout, a client gone: its task is cancelled) has its
 sentence removed from the engine before the next step, so it stops costing decoder rows.
 """
@@ -172,13 +176,16 @@ class EngineQueue:
             self._pending[key] = pending
         self._to_cancel.clear()
 
-    def _step(self) -> list[tuple[TranslationOutput, Translation]]:
-        """In the worker thread: one engine step, and the finished sentences' text."""
+    def _step(self) -> list[tuple[TranslationOutput, Translation | None]]:
+        """In the worker thread: one engine step, and the finished sentences' text (None for
+        a sentence that failed)."""
         outputs = self.engine.step()
         return [
             (
                 output,
-                self.translator.translation(
+                None
+                if output.error is not None
+                else self.translator.translation(
                     self._pending[output.request_id].source,
                     output.hypotheses,
                     self._pending[output.request_id].item.options,
@@ -190,7 +197,7 @@ class EngineQueue:
 
     def _route(
         self,
-        finished: list[tuple[TranslationOutput, Translation]],
+        finished: list[tuple[TranslationOutput, Translation | None]],
         batch: int,
         seconds: float,
     ) -> None:
@@ -200,6 +207,14 @@ class EngineQueue:
         for output, translation in finished:
             pending = self._pending.pop(output.request_id, None)
             if pending is None:  # failed meanwhile (`_fail_all`)
+                continue
+            if translation is None:
+                logger.warning("one sentence failed in the engine: %s", output.error)
+                report.failed += 1
+                if not pending.future.done():
+                    pending.future.set_result(
+                        ItemOutcome(None, output.queue_s, 0.0, 0, error=output.error)
+                    )
                 continue
             report.queue_seconds.append(output.queue_s)
             report.finished.append(translation)

@@ -150,3 +150,78 @@ def test_use_cache_off_and_empty_sources_are_refused():
         engine.add(0, [3, 2], DecodeOptions(use_cache=False))
     with pytest.raises(ValueError, match="token"):
         engine.add(0, [], DecodeOptions())
+
+
+ENCODE_POISON, STEP_POISON = VOCAB - 2, VOCAB - 1  # source ids the stub below fails on
+
+
+class Poisoned:
+    """A model that fails on specific inputs: encoding any source holding ENCODE_POISON, and
+    every step that has a row of a source holding STEP_POISON (its memory is NaN, the step
+    sees NaN logits and raises after it has written the caches)."""
+
+    def __init__(self, model):
+        self.model = model
+        self.failed_encodes = self.failed_steps = 0
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def encode(self, src):
+        if bool((src == ENCODE_POISON).any()):
+            self.failed_encodes += 1
+            raise ValueError("cannot encode this source")
+        encoder = self.model.encode(src)
+        bad = (src == STEP_POISON).any(1)
+        memory = encoder.memory if hasattr(encoder, "memory") else encoder.states
+        memory[bad] = float("nan")
+        return encoder
+
+    def step(self, tokens, state):
+        logits, attention = self.model.step(tokens, state)
+        if bool(logits.isnan().any()):
+            self.failed_steps += 1
+            raise FloatingPointError("NaN logits")
+        return logits, attention
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_a_sentence_that_fails_fails_alone_and_the_others_get_their_translations(arch):
+    model = tiny_model(arch)
+    rng = random.Random(3)
+    clean = [[t if t < ENCODE_POISON else 4 for t in src] for src in sources(12, 3)]
+    work = [(i, src, rng.choice(OPTIONS)) for i, src in enumerate(clean)]
+    arrivals: dict[int, list[tuple]] = {}
+    for item in work:
+        arrivals.setdefault(rng.randrange(0, 8), []).append(item)
+    # Newcomers with company: one whose encoding fails, one whose first step fails while
+    # the batch is mid-decode, and a poisoned beam of a later step.
+    arrivals.setdefault(3, []).extend(
+        [("encode", [5, ENCODE_POISON, 2], OPTIONS[0]), ("step", [6, STEP_POISON, 2], OPTIONS[0])]
+    )
+    arrivals.setdefault(5, []).append(("beam", [STEP_POISON, 9, 2], OPTIONS[3]))
+    stub = Poisoned(model)
+    engine = TranslationEngine(stub, SILENT, max_batch_size=32)
+    results = run_engine(engine, arrivals)
+    assert stub.failed_encodes >= 2 and stub.failed_steps >= 2  # both paths taken
+    for name in ("encode", "step", "beam"):
+        assert results[name].error and results[name].hypotheses == []
+    assert "encode" in results["encode"].error and "NaN" in results["step"].error
+    for i, source, options in work:
+        assert results[i].error is None
+        assert_same(results[i].hypotheses, alone(model, source, options))
+    assert engine.rows == 0 and engine.state is None
+
+
+def test_a_step_that_fails_without_a_culprit_raises():
+    class Crowded(Poisoned):  # fails on a batch of more than two rows, never on fewer
+        def step(self, tokens, state):
+            if tokens.shape[0] > 2:
+                raise RuntimeError("out of memory")
+            return self.model.step(tokens, state)
+
+    engine = TranslationEngine(Crowded(tiny_model("transformer")))
+    for i in range(3):
+        engine.add(i, [3 + i, 2], DecodeOptions())
+    with pytest.raises(RuntimeError, match="memory"):
+        engine.step()

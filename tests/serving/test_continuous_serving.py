@@ -9,6 +9,7 @@ import asyncio
 import time
 
 import pytest
+import torch
 from pydantic import ValidationError
 
 from service.contracts import TranslationJob
@@ -115,3 +116,40 @@ def test_an_idle_replica_decodes_a_lone_request_without_the_batching_window():
     assert lone < 0.25  # not the 0.5 s window
     assert busy >= 0.5
     assert calls == [["a", "a"], ["b", "c"]]
+
+
+def test_a_text_the_engine_fails_fails_alone(replica):
+    bad = "y dijo Dios: sea la luz"
+    bad_ids = torch.tensor(replica.translator.encode(bad))
+    model = replica.queue.engine.model
+
+    class FailsOnOneSource:  # the model, except that encoding the bad text's ids fails
+        def __getattr__(self, name):
+            return getattr(model, name)
+
+        def encode(self, src):
+            rows = src[:, : bad_ids.shape[0]]
+            if rows.shape[1] == bad_ids.shape[0] and bool((rows == bad_ids).all(1).any()):
+                raise ValueError("cannot encode this source")
+            return model.encode(src)
+
+    texts = [TEXTS[0], bad, TEXTS[1]]
+
+    async def scenario():
+        replica.queue.engine.model = FailsOnOneSource()
+        try:
+            return await asyncio.gather(
+                replica.translate(TranslationJob(texts, GREEDY, "p")),
+                replica.translate(TranslationJob(TEXTS[1:3], BEAM, "q")),
+            )
+        finally:
+            replica.queue.engine.model = model
+
+    mixed, other = asyncio.run(scenario())
+    assert "cannot encode" in mixed.items[1].error and mixed.items[1].translation is None
+    good = replica.translator.translate([texts[0], texts[2]], GREEDY)
+    assert [mixed.items[i].translation.best.text for i in (0, 2)] == [t.best.text for t in good]
+    static = replica.translator.translate(TEXTS[1:3], BEAM)
+    assert [[c.text for c in o.translation.candidates] for o in other.items] == [
+        [c.text for c in t.candidates] for t in static
+    ]

@@ -98,12 +98,12 @@ def test_summarize_mix_splits_short_from_long_and_the_ratios_follow():
     assert mix.verdict([])[2]["short_p99_met"] is False
 
 
-def test_markdown_names_the_ratios_the_targets_and_what_a_long_request_is():
+def _result():
     static = _mode("static", [0.2, 0.2, 0.2, 0.8], 0.9, 40)
     continuous = _mode("continuous", [0.1, 0.1, 0.1, 0.2], 0.9, 60)
     level = mix.compare_level(8, static, continuous)
     worst_p99, worst_rps, target = mix.verdict([level])
-    result = mix.MixBenchmark(
+    return mix.MixBenchmark(
         model="es-en/transformer v2 (shipped)",
         beam_size=1,
         max_length=128,
@@ -126,6 +126,10 @@ def test_markdown_names_the_ratios_the_targets_and_what_a_long_request_is():
         load_average={"before": [5.0, 5.0, 5.0], "after": [6.0, 6.0, 6.0]},
         command="python -m service bench service --mix",
     )
+
+
+def test_markdown_names_the_ratios_the_targets_and_what_a_long_request_is():
+    result = _result()
     markdown = mix.mix_markdown(result)
     assert "| 8 | 40.00 | 60.00 | 1.5 | 200 / 800 | 100 / 200 | 0.25 | 900 / 900 |" in markdown
     assert "measured 0.25 (met)" in markdown and "measured 1.5 (met)" in markdown
@@ -133,3 +137,32 @@ def test_markdown_names_the_ratios_the_targets_and_what_a_long_request_is():
     assert "`python -m service bench service --mix`" in markdown
     assert "[5.0, 5.0, 5.0] before" in markdown
     assert result.to_dict()["levels"][0]["static"]["short"]["p99_ms"] == pytest.approx(800.0)
+
+
+def test_the_cli_passes_the_mix_options_and_prints_the_ratios(monkeypatch, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from service.bench.cli import bench_app
+
+    seen = {}
+
+    def fake_benchmark_mix(users, **options):
+        seen.update(options, users=users)
+        return _result()
+
+    monkeypatch.setattr(mix, "benchmark_mix", fake_benchmark_mix)
+    doc = tmp_path / "benchmarks.md"
+    got = CliRunner().invoke(
+        bench_app,
+        f"service --mix --users 8,32 --duration 4 --rounds 3 --short-fraction 0.5 "
+        f"--beam-size 4 --max-batch-size 16 --json --write {doc}".split(),
+    )
+    assert got.exit_code == 0, got.output
+    assert seen["users"] == [8, 32] and seen["short_fraction"] == 0.5
+    assert (seen["duration_s"], seen["rounds"], seen["beam_size"]) == (4.0, 3, 4)
+    assert seen["max_batch_size"] == 16
+    printed = json.loads(got.stdout.strip().splitlines()[-1])
+    assert (printed["short_p99_ratio"], printed["throughput_ratio"]) == (0.25, 1.5)
+    assert "## Service: continuous vs static batching" in doc.read_text()

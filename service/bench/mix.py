@@ -19,7 +19,6 @@ request is short with probability `short_fraction`, in a seeded order both modes
 
 from __future__ import annotations
 
-import asyncio
 import random
 from collections import Counter
 from collections.abc import Sequence
@@ -32,12 +31,14 @@ from service.bench.service import (
     TEST_SPLIT_DIR,
     LoadResult,
     _batch_wait_timeout,
-    drive,
+    alternate_slices,
+    check_levels,
     start_applications,
     stop_service,
     subject_store,
     summarize,
     wait_ready,
+    warm_up,
 )
 
 MIX_MODES = ("static", "continuous")
@@ -289,11 +290,7 @@ def benchmark_mix(
     progress: Any = None,
 ) -> MixBenchmark:
     """Start both applications once, then load them in alternating slices at each level."""
-    users = sorted({int(u) for u in users})
-    if not users or users[0] < 1:
-        raise ValueError("users must be positive integers")
-    if rounds < 1:
-        raise ValueError("rounds must be at least 1")
+    users = check_levels(users, rounds)
     say = progress or (lambda message: None)
     shorts, longs, origin = mix_texts(seed=seed)
     schedule = mix_schedule(shorts, longs, short_fraction=short_fraction, length=4096, seed=seed)
@@ -307,35 +304,19 @@ def benchmark_mix(
         try:
             base = start_applications(subject, apps, num_cpus, batch_wait_timeout_s)
             wait_ready(base, modes=MIX_MODES)
-            for mode in MIX_MODES:  # first requests pay for allocations and thread start-up
-                say(f"warming up {mode}")
-                asyncio.run(
-                    drive(
-                        f"{base}/{mode}/v1/translate",
-                        texts,
-                        users=8,
-                        duration_s=warmup_s,
-                        warmup_s=0,
-                        payload=payload,
-                    )
-                )
+            warm_up(base, MIX_MODES, texts, warmup_s, payload, say)
             for count in users:
-                samples: dict[str, list[dict[str, Any]]] = {mode: [] for mode in MIX_MODES}
-                for round_index in range(rounds):
-                    order = MIX_MODES if round_index % 2 == 0 else MIX_MODES[::-1]
-                    for mode in order:
-                        say(f"{count} users, {mode}, round {round_index + 1} of {rounds}")
-                        got, _ = asyncio.run(
-                            drive(
-                                f"{base}/{mode}/v1/translate",
-                                texts,
-                                users=count,
-                                duration_s=duration_s / rounds,
-                                warmup_s=warmup_s,
-                                payload=payload,
-                            )
-                        )
-                        samples[mode] += got
+                samples = alternate_slices(
+                    base,
+                    MIX_MODES,
+                    texts,
+                    count,
+                    rounds,
+                    say,
+                    duration_s=duration_s / rounds,
+                    warmup_s=warmup_s,
+                    payload=payload,
+                )
                 static, continuous = (
                     summarize_mix(
                         samples[mode],

@@ -398,8 +398,43 @@ stop_service = stop_serve
 # The benchmark.
 
 
-def _measure_level(
+def check_levels(users: Sequence[int], rounds: int) -> list[int]:
+    """The concurrency levels, sorted and without repeats; raises on impossible settings."""
+    levels = sorted({int(u) for u in users})
+    if not levels or levels[0] < 1:
+        raise ValueError("users must be positive integers")
+    if rounds < 1:
+        raise ValueError("rounds must be at least 1")
+    return levels
+
+
+def warm_up(
     base: str,
+    modes: Sequence[str],
+    sentences: Sequence[str],
+    warmup_s: float,
+    payload: dict[str, Any],
+    say: Any,
+) -> None:
+    """A few seconds of 8 clients on each application: first requests pay for allocations and
+    thread start-up, which no counted window should."""
+    for mode in modes:
+        say(f"warming up {mode}")
+        asyncio.run(
+            drive(
+                f"{base}/{mode}/v1/translate",
+                sentences,
+                users=8,
+                duration_s=warmup_s,
+                warmup_s=0,
+                payload=payload,
+            )
+        )
+
+
+def alternate_slices(
+    base: str,
+    modes: Sequence[str],
     sentences: Sequence[str],
     users: int,
     rounds: int,
@@ -408,11 +443,13 @@ def _measure_level(
     duration_s: float,
     warmup_s: float,
     payload: dict[str, Any],
-    texts_per_request: int,
-) -> LevelComparison:
-    samples: dict[str, list[dict[str, Any]]] = {mode: [] for mode in MODES}
+    texts_per_request: int = 1,
+) -> dict[str, list[dict[str, Any]]]:
+    """`rounds` slices per mode of `duration_s` each, in the order a b, b a, a b, ...: a drift
+    in the machine's background load falls on every mode alike. Returns each mode's samples."""
+    samples: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
     for round_index in range(rounds):
-        order = list(MODES) if round_index % 2 == 0 else list(reversed(MODES))
+        order = list(modes) if round_index % 2 == 0 else list(reversed(modes))
         for mode in order:
             say(f"{users} users, {mode}, round {round_index + 1} of {rounds}")
             got, _ = asyncio.run(
@@ -427,6 +464,33 @@ def _measure_level(
                 )
             )
             samples[mode] += got
+    return samples
+
+
+def _measure_level(
+    base: str,
+    sentences: Sequence[str],
+    users: int,
+    rounds: int,
+    say: Any,
+    *,
+    duration_s: float,
+    warmup_s: float,
+    payload: dict[str, Any],
+    texts_per_request: int,
+) -> LevelComparison:
+    samples = alternate_slices(
+        base,
+        list(MODES),
+        sentences,
+        users,
+        rounds,
+        say,
+        duration_s=duration_s,
+        warmup_s=warmup_s,
+        payload=payload,
+        texts_per_request=texts_per_request,
+    )
     results = {
         mode: summarize(
             samples[mode],
@@ -480,11 +544,7 @@ def benchmark_service(
     each step; the whole run takes about `2 * len(users) * (rounds * warmup_s + duration_s)`
     plus start-up and queue draining.
     """
-    users = sorted({int(u) for u in users})
-    if not users or users[0] < 1:
-        raise ValueError("users must be positive integers")
-    if rounds < 1:
-        raise ValueError("rounds must be at least 1")
+    users = check_levels(users, rounds)
     say = progress or (lambda message: None)
     sentences = benchmark_sentences()
     payload = {"beam_size": beam_size, "max_length": max_length}
@@ -501,18 +561,7 @@ def benchmark_service(
         try:
             base = start_service(subject, num_cpus, batch_wait_timeout_s, batching)
             wait_ready(base)
-            for mode in MODES:  # first requests pay for allocations and thread start-up
-                say(f"warming up {mode}")
-                asyncio.run(
-                    drive(
-                        f"{base}/{mode}/v1/translate",
-                        sentences,
-                        users=8,
-                        duration_s=warmup_s,
-                        warmup_s=0,
-                        payload=payload,
-                    )
-                )
+            warm_up(base, list(MODES), sentences, warmup_s, payload, say)
             for count in users:
                 levels.append(_measure_level(base, sentences, count, rounds, say, **load))
         finally:

@@ -17,6 +17,12 @@ with the same beam size and width, and `search.sentence_sampling` rows for greed
 so a sentence gets the hypotheses that `search.generate` gives it alone, whatever it shares
 steps with (tests/decoding/test_continuous.py).
 
+Rows that leave (finished sentences, beams reordered) are not copied out of the model state at
+once: the engine keeps which state row each of its rows is (`_state_rows`) and copies when it
+has to, together with the next newcomers' join (`merge_states` with an index: one copy for
+both), or before a step that needs rows reordered (beam search), or once the dead rows cost
+more than a copy (`_sync_state`); until then dead rows are fed a pad and their outputs dropped.
+
 A failure stays with the sentence that caused it, as the static path's retry one by one does
 (`service/serving/batcher.py`): newcomers whose encoding fails are encoded again one by one and
 only those that fail alone come back failed (`TranslationOutput.error`); a model step that
@@ -130,6 +136,10 @@ class TranslationEngine:
     def _clear(self) -> None:
         """No rows: every per-row tensor below has one entry per row of the model state."""
         self.state = None
+        self._state_rows: Tensor | None = None  # state row of each row; None: the same
+        self._state_size = 0  # rows of the model state, dead ones included
+        self._lazy_steps = 0  # steps run since rows were left dead in the state
+        self._lazy_longest = 0  # longest row when rows were left dead
         self.tokens = self._rows(torch.long)  # the token each row feeds next
         self.generated = self._rows(torch.long)  # tokens each row has generated
         self.history = torch.zeros((0, 16), dtype=torch.long, device=self.device)  # (R, T)
@@ -276,20 +286,58 @@ class TranslationEngine:
     def _forward(self, failed: list[TranslationOutput]) -> tuple[Tensor | None, Tensor | None]:
         """The model step for every row; on a failure, the sentences that fail alone leave
         (into `failed`) and the others step again from the state before the failed step."""
+        self._sync_state()
         saved = self.model.checkpoint_state(self.state)
         try:
-            return self.model.step(self.tokens, self.state)
+            return self._model_step()
         except Exception:
             self.state = saved
+            if self._state_rows is not None:  # dead rows stepped too: try without them
+                self._sync_state(force=True)
+                return self._forward(failed)
             culprits = self._failing(list(range(len(self.running))))
             if not culprits:
                 raise  # no sentence fails alone: the batch as a whole does
             for position, message in culprits.items():
                 failed.append(self._output(self.running[position], message))
             self._remove(set(culprits))
+            self._sync_state(force=True)  # a failing row must not stay, even dead
             if not self.running:
                 return None, None
             return self._forward(failed)
+
+    def _model_step(self) -> tuple[Tensor, Tensor | None]:
+        """The model step; with dead rows left in the state, they are fed a pad and their
+        logits and alignments dropped."""
+        if self._state_rows is None:
+            return self.model.step(self.tokens, self.state)
+        tokens = self.tokens.new_full((self._state_size,), self.config.pad_id)
+        tokens[self._state_rows] = self.tokens
+        logits, attention = self.model.step(tokens, self.state)
+        if attention is not None:
+            attention = attention.index_select(0, self._state_rows)
+        return logits.index_select(0, self._state_rows), attention
+
+    def _sync_state(self, force: bool = False) -> None:
+        """Copy the rows `_state_rows` names out of the model state, unless they are the
+        state's rows in order with a few dead ones between that cost less than a copy: fewer
+        than an eighth of them, for at most 4 steps, and not near the model's positions."""
+        rows = self._state_rows
+        if rows is None:
+            return
+        dead = self._state_size - rows.shape[0]
+        if (
+            not force
+            and 8 * dead < self._state_size
+            and self._lazy_steps < 4
+            and self._lazy_longest + 8 < self.config.max_positions  # dead rows go on
+            and bool((rows[1:] > rows[:-1]).all())
+        ):
+            self._lazy_steps += 1
+            return
+        self.state = self.model.reorder_state(self.state, rows)
+        self._state_rows, self._state_size = None, rows.shape[0]
+        self._lazy_steps = self._lazy_longest = 0
 
     def _failing(self, members: list[int]) -> dict[int, str]:
         """Running sentences (positions) among `members` whose rows fail a step alone, each
@@ -391,10 +439,14 @@ class TranslationEngine:
 
     def _select(self, index: Tensor) -> None:
         """Keep rows `index` (R',) of every per-row tensor and of the model state."""
-        if index.shape[0] != self.rows or not torch.equal(
-            index, torch.arange(self.rows, device=self.device)
+        rows = index if self._state_rows is None else self._state_rows.index_select(0, index)
+        if rows.shape[0] == self._state_size and torch.equal(
+            rows, torch.arange(self._state_size, device=self.device)
         ):
-            self.state = self.model.reorder_state(self.state, index)
+            self._state_rows = None
+        else:
+            self._lazy_longest = max(self._lazy_longest, int(self.generated.max()))
+            self._state_rows = rows  # copied by `_sync_state` or the next join
         if self.sampling is not None:
             free = ~self.beam_rows
             position = free.long().cumsum(0) - 1  # each free row's place in `sampling`
@@ -493,10 +545,15 @@ class TranslationEngine:
                 min_length.append(options.min_length)
                 max_length.append(options.max_length)
                 wordless.append(options.min_length >= 1)
-        self.state = fresh if self.state is None else self.model.merge_states(self.state, fresh)
+        count = len(beam_rows)
+        if self.state is None:
+            self.state = fresh
+        else:
+            self.state = self.model.merge_states(self.state, fresh, self._state_rows)
+        self._state_size = self.rows + count
+        self._state_rows, self._lazy_steps, self._lazy_longest = None, 0, 0
         self.running.extend(admitted)
 
-        count = len(beam_rows)
         tensor = lambda values, dtype: torch.tensor(values, dtype=dtype, device=self.device)  # noqa: E731
         start = torch.full((count,), self.config.decoder_start_id, device=self.device)
         self.tokens = torch.cat([self.tokens, start])

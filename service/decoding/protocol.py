@@ -43,8 +43,9 @@ class ContinuousDecoder(Seq2SeqDecoder[State], Protocol):
         """A cached state for (B, S) sources whose rows `merge_states` can join to others."""
 
     @staticmethod
-    def merge_states(first: State, second: State) -> State:
-        """Rows of `first` then rows of `second`, padded to the longer source."""
+    def merge_states(first: State, second: State, index: Tensor | None = None) -> State:
+        """Rows `index` (None: all) of `first` then rows of `second`, padded to the longer
+        source, in one copy (rows leaving and joining in one step)."""
 
     def checkpoint_state(self, state: State) -> State:
         """A view of `state` that later `step`s of it leave as it is, copying no tensors.

@@ -302,15 +302,41 @@ class RaggedKVCache:
         )
 
     @staticmethod
-    def cat(first: RaggedKVCache, second: RaggedKVCache) -> RaggedKVCache:
-        """Rows of `first` then rows of `second`, in buffers as long as the longer of the two."""
-        width = max(first.keys.shape[2], second.keys.shape[2])
+    def cat(
+        first: RaggedKVCache, second: RaggedKVCache, index: Tensor | None = None
+    ) -> RaggedKVCache:
+        """Rows `index` (None: all) of `first` then rows of `second`, in one copy, in buffers
+        as long as the longer of the two."""
+        lengths = first.lengths if index is None else first.lengths.index_select(0, index)
         return RaggedKVCache(
-            torch.cat([_widen(first.keys, width), _widen(second.keys, width)]),
-            torch.cat([_widen(first.values, width), _widen(second.values, width)]),
-            torch.cat([first.lengths, second.lengths]),
+            gather_cat(first.keys, index, second.keys, 2),
+            gather_cat(first.values, index, second.values, 2),
+            torch.cat([lengths, second.lengths]),
             first.growable or second.growable,
         )
+
+
+def gather_cat(first: Tensor, index: Tensor | None, second: Tensor, dim: int) -> Tensor:
+    """Rows `index` (None: all) of `first`, then `second`, both zero-padded along `dim` to
+    the longer: written once into one new buffer (a sentence leaving and one joining the
+    continuous batch in the same step cost one copy of the state, not two)."""
+    width = max(first.shape[dim], second.shape[dim])
+    rows = first.shape[0] if index is None else index.shape[0]
+    shape = list(first.shape)
+    shape[0], shape[dim] = rows + second.shape[0], width
+    out = first.new_empty(shape)
+    head, tail = out[:rows], out[rows:]
+    if first.shape[dim] == width and index is not None:
+        torch.index_select(first, 0, index, out=head)  # head is contiguous: one pass
+    else:
+        if first.shape[dim] < width:
+            head.narrow(dim, first.shape[dim], width - first.shape[dim]).zero_()
+        picked = first if index is None else first.index_select(0, index)
+        head.narrow(dim, 0, first.shape[dim]).copy_(picked)
+    if second.shape[dim] < width:
+        tail.narrow(dim, second.shape[dim], width - second.shape[dim]).zero_()
+    tail.narrow(dim, 0, second.shape[dim]).copy_(second)
+    return out
 
 
 _ROOM = 16  # a reordered ragged cache's capacity is a multiple of this

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from service.models.attention import gather_cat
 from service.models.packed import Linear
 from service.models.presets import Presets
 
@@ -182,29 +183,23 @@ class RNNSearch(nn.Module):
         return replace(state)
 
     @staticmethod
-    def merge_states(first: RNNSearchState, second: RNNSearchState) -> RNNSearchState:
-        """Rows of `first` then rows of `second` (cached states), sources padded to the longer."""
-        if first.hidden.shape[0] == 0:
+    def merge_states(
+        first: RNNSearchState, second: RNNSearchState, index: Tensor | None = None
+    ) -> RNNSearchState:
+        """Rows `index` (None: all) of `first` then rows of `second` (cached states), sources
+        padded to the longer (hidden states: same width), each tensor written once."""
+        if (first.hidden.shape[0] if index is None else index.shape[0]) == 0:
             return second
-        width = max(first.encoder.mask.shape[1], second.encoder.mask.shape[1])
-
-        def cat(a: Tensor, b: Tensor) -> Tensor:  # (B, S, ...) or (B, S), padded along S
-            def pad(t: Tensor) -> Tensor:
-                if t.shape[1] == width:
-                    return t  # no copy: the running batch's sources usually fit already
-                return F.pad(t, (0, 0) * (t.dim() - 2) + (0, width - t.shape[1]))
-
-            return torch.cat([pad(a), pad(b)])
-
+        join = lambda a, b: gather_cat(a, index, b, 1)  # noqa: E731  # rows x sources
         encoder = Annotations(
-            cat(first.encoder.states, second.encoder.states),
-            cat(first.encoder.mask, second.encoder.mask),
-            torch.cat([first.encoder.initial, second.encoder.initial]),
+            join(first.encoder.states, second.encoder.states),
+            join(first.encoder.mask, second.encoder.mask),
+            join(first.encoder.initial, second.encoder.initial),
         )
         return RNNSearchState(
             encoder,
-            cat(first.keys, second.keys),
-            torch.cat([first.hidden, second.hidden]),
+            join(first.keys, second.keys),
+            join(first.hidden, second.hidden),
             None,
             first.need_alignment or second.need_alignment,
         )

@@ -21,6 +21,7 @@ from service.models.attention import (
     MultiHeadAttention,
     RaggedKVCache,
     StaticKV,
+    gather_cat,
     shared_rows,
 )
 from service.models.packed import Linear, PackedWeight, linear
@@ -437,32 +438,39 @@ class Transformer(nn.Module):
         return replace(state, self_attn=caches)
 
     @staticmethod
-    def merge_states(first: TransformerState, second: TransformerState) -> TransformerState:
-        """Rows of `first` then rows of `second` (ragged states), sources padded to the longer."""
-        if first.sources.numel() == 0:
+    def merge_states(
+        first: TransformerState, second: TransformerState, index: Tensor | None = None
+    ) -> TransformerState:
+        """Rows `index` (None: all) of `first` then rows of `second` (ragged states), sources
+        padded to the longer: one copy of each cache, so rows leaving and rows joining cost
+        one copy together. Memory rows that no kept row attends are dropped once they are
+        most of them, in the same copy."""
+        owners = first.sources if index is None else first.sources.index_select(0, index)
+        if owners.numel() == 0:
             return second
-        width = max(first.encoder.mask.shape[1], second.encoder.mask.shape[1])
-
-        def cat(a: Tensor, b: Tensor, dim: int) -> Tensor:  # padded along `dim` to `width`
-            def pad(t: Tensor) -> Tensor:
-                if t.shape[dim] == width:
-                    return t  # no copy: the running batch's memory usually fits already
-                return F.pad(t, (0, 0) * (t.dim() - 1 - dim) + (0, width - t.shape[dim]))
-
-            return torch.cat([pad(a), pad(b)])
+        entries = first.encoder.memory.shape[0]
+        kept = None
+        if index is not None and entries > 16:
+            unique = owners.unique()  # sorted
+            if 2 * unique.shape[0] < entries:  # mostly memory of finished rows
+                renumber = torch.full((entries,), -1, dtype=torch.long, device=owners.device)
+                renumber[unique] = torch.arange(unique.shape[0], device=owners.device)
+                owners, kept, entries = renumber[owners], unique, unique.shape[0]
 
         def kv(a: StaticKV, b: StaticKV) -> StaticKV:
-            return StaticKV(cat(a.keys, b.keys, 2), cat(a.values, b.values, 2))
+            return StaticKV(
+                gather_cat(a.keys, kept, b.keys, 2), gather_cat(a.values, kept, b.values, 2)
+            )
 
-        memory = cat(first.encoder.memory, second.encoder.memory, 1)
-        mask = cat(first.encoder.mask, second.encoder.mask, 1)
-        owners = torch.cat([first.sources, second.sources + first.encoder.memory.shape[0]])
+        memory = gather_cat(first.encoder.memory, kept, second.encoder.memory, 1)
+        mask = gather_cat(first.encoder.mask, kept, second.encoder.mask, 1)
+        owners = torch.cat([owners, second.sources + entries])
         cross = [kv(a, b) for a, b in zip(first.cross_attn, second.cross_attn, strict=True)]
         return TransformerState(
             encoder=EncoderOutput(memory, mask),
             cross_attn=_owned(cross, owners),
             self_attn=[
-                RaggedKVCache.cat(a, b)
+                RaggedKVCache.cat(a, b, index)
                 for a, b in zip(first.self_attn, second.self_attn, strict=True)
             ],
             prefix=None,

@@ -225,3 +225,38 @@ def test_a_step_that_fails_without_a_culprit_raises():
         engine.add(i, [3 + i, 2], DecodeOptions())
     with pytest.raises(RuntimeError, match="memory"):
         engine.step()
+
+
+def test_rows_that_leave_are_copied_out_of_the_state_with_the_next_join():
+    model = tiny_model("transformer")
+
+    class Counting(Poisoned):  # counts the state copies
+        reorders = 0
+        merges: list = []
+
+        def reorder_state(self, state, index):
+            Counting.reorders += 1
+            return self.model.reorder_state(state, index)
+
+        def merge_states(self, first, second, index=None):
+            Counting.merges.append(index)
+            return self.model.merge_states(first, second, index)
+
+    engine = TranslationEngine(Counting(model))
+    long = DecodeOptions(max_length=8, min_length=8)
+    work = [(i, [3 + i, 2], long) for i in range(9)] + [
+        ("short", [9, 2], DecodeOptions(max_length=1))
+    ]
+    for item in work:
+        engine.add(*item)
+    results = {o.request_id: o for o in engine.step()}
+    assert list(results) == ["short"] and engine.rows == 9
+    assert Counting.reorders == 0 and engine._state_size == 10  # its row stays, dead
+    late = ("late", [4, 5, 2], DecodeOptions(max_length=6))
+    engine.add(*late)
+    engine.step()
+    assert Counting.reorders == 0 and engine._state_size == 10  # dropped as it joined
+    assert torch.equal(Counting.merges[-1], torch.arange(9))
+    results.update(run_engine(engine, {}))
+    for i, source, options in [*work, late]:
+        assert_same(results[i].hypotheses, alone(model, source, options))

@@ -70,7 +70,7 @@ def decode_command(
 
 @bench_app.command("peers")
 def peers_command(
-    model: Annotated[str, typer.Option(help="model id in the store")] = "transformer",
+    model: Annotated[str, typer.Option(help="model id in the store")] = "es-en/transformer",
     version: Annotated[int | None, typer.Option(help="model version; default the latest")] = None,
     split: Annotated[str, typer.Option(help="corpus split to translate")] = "test",
     limit: Annotated[int, typer.Option(help="sentences (the first N of the split)")] = 256,
@@ -195,7 +195,7 @@ def _peers(subject, searches: list[tuple], **options):
 
 @bench_app.command("all")
 def all_command(
-    model: Annotated[str, typer.Option(help="model id in the store (peers)")] = "transformer",
+    model: Annotated[str, typer.Option(help="model id in the store (peers)")] = "es-en/transformer",
     version: Annotated[int | None, typer.Option()] = None,
     split: Annotated[str, typer.Option()] = "test",
     limit: Annotated[int, typer.Option(help="peers: sentences")] = 256,

@@ -141,7 +141,7 @@ def random_subject(
 
 
 def stored_subject(
-    model_id: str = "transformer",
+    model_id: str = "es-en/transformer",
     version: int | None = None,
     split: str = "test",
     limit: int | None = 256,
@@ -567,7 +567,7 @@ def torch_threads(threads: int | None):
 
 
 def resolve_subject(
-    model_id: str = "transformer",
+    model_id: str = "es-en/transformer",
     version: int | None = None,
     *,
     split: str = "test",

@@ -285,8 +285,8 @@ def eval_command(
 
 
 def translate_command(
-    texts: Annotated[list[str], typer.Argument(help="Spanish sentences to translate.")],
-    model: ModelOption = "transformer",
+    texts: Annotated[list[str], typer.Argument(help="Sentences in the model's source language.")],
+    model: ModelOption = "es-en/transformer",
     version: VersionOption = None,
     beam_size: Annotated[int, typer.Option(help="Beam size; 1 is greedy.")] = 4,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",

@@ -66,7 +66,7 @@ def bind_generator(
             f"generation.id {spec.id!r} is a {manifest.arch} model, not a language model (lm)"
         )
     key = spec.deployment or deployment_name(manifest.id)
-    load = LoadSpec(str(store.root), manifest.id, manifest.version, args.runtime)
+    load = LoadSpec(str(store.root), manifest.id, manifest.version, args.runtime_for(spec))
     app = GeneratorDeployment.options(name=key, **options.pop(key, {})).bind(load)
     return ServedGenerator(served_model(manifest, key), spec.api_settings()), app
 
@@ -105,7 +105,7 @@ def build_app_with_options(
         default = args.default_model in (manifest.id, manifest.name)
         entry = served_model(manifest, key, default=default)
         served.append(replace(entry, max_source_tokens=spec.max_source_tokens))
-        load = LoadSpec(str(store.root), manifest.id, manifest.version, args.runtime)
+        load = LoadSpec(str(store.root), manifest.id, manifest.version, args.runtime_for(spec))
         handles[key] = TranslatorDeployment.options(name=key, **options.pop(key, {})).bind(
             load, spec.max_batch_tokens, spec.max_source_tokens, spec.batching
         )

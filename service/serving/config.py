@@ -12,12 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from service.api.access import KeySettings, RateLimitSettings, default_db
 from service.api.experiments import DEFAULT_FEEDBACK_CAPACITY, ExperimentConfig
 from service.api.settings import ApiSettings, GenerationSettings
-from service.serving.runtime import RuntimeArgs
+from service.serving.runtime import RuntimeArgs, RuntimeOverrides
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,6 +52,10 @@ class ModelArgs(BaseModel):
         "continuous: every sentence joins the running batch at the next decoder step and "
         "leaves it when done (service/decoding/continuous.py).",
     )
+    runtime: RuntimeOverrides = Field(
+        default_factory=RuntimeOverrides,
+        description="This model's own device, dtype or torch_threads, over the app's `runtime`.",
+    )
 
 
 DEFAULT_MODELS = [
@@ -73,6 +77,11 @@ class GenerationArgs(GenerationSettings):
         False,
         description="If the store lacks the model: true fails the deploy; false (the default) "
         "serves translation alone and logs a warning.",
+    )
+    runtime: RuntimeOverrides = Field(
+        default_factory=RuntimeOverrides,
+        description="The language model's own device, dtype or torch_threads, over the app's "
+        "`runtime`.",
     )
 
     def api_settings(self) -> GenerationSettings:
@@ -114,6 +123,22 @@ class AppArgs(BaseModel):
         ge=0,
         description="Request ids each ingress replica remembers for POST /v1/feedback (an LRU).",
     )
+
+    @model_validator(mode="after")
+    def _runtimes_are_valid(self) -> AppArgs:
+        """Every model's runtime, its own keys over the app's, is checked here (int8 with
+        device cuda fails), so a bad combination fails the deploy rather than a replica."""
+        for spec in [*self.models, *([self.generation] if self.generation else [])]:
+            self.runtime_for(spec)
+        return self
+
+    def runtime_for(self, spec: ModelArgs | GenerationArgs) -> RuntimeArgs:
+        """The runtime a model's replicas load it with: its own `runtime:` over the app's."""
+        try:
+            return spec.runtime.over(self.runtime)
+        except ValidationError as error:
+            messages = "; ".join(e["msg"].removeprefix("Value error, ") for e in error.errors())
+            raise ValueError(f"runtime of {spec.id}: {messages}") from None
 
     def keys_db(self) -> Path:
         """`api.keys.db` from the working directory; default `keys.sqlite` beside the store."""

@@ -8,7 +8,8 @@ worker group differs from a developer machine in three places, and only these:
   Service sends traffic to each pod that serves the application;
 - every model deployment asks for a share of a GPU (`ray_actor_options.num_gpus: GPU_SHARE`),
   which puts it on the GPU worker group (and `runtime.device: auto` then picks CUDA); the
-  Ingress asks for none.
+  Ingress asks for none. A model whose runtime says `dtype: int8` without `device: cpu`
+  is refused here: int8 runs on CPU only, and such a replica would fail on its GPU.
 
 `deploy/kuberay/rayservice.yaml` embeds that config as `spec.serveConfigV2`; the rest of the
 file (cluster shape, images, resources) is written by hand. The GPU image serves the same
@@ -31,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from service.serving.config import REPO_ROOT
+from service.serving.config import REPO_ROOT, AppArgs
 
 SERVE_CONFIG = REPO_ROOT / "deploy" / "serve_config.yaml"
 RAYSERVICE = REPO_ROOT / "deploy" / "kuberay" / "rayservice.yaml"
@@ -47,6 +48,8 @@ _BLOCK_KEY = re.compile(r"^(?P<indent> *)serveConfigV2: *\|[-+]? *$")
 
 def cluster_serve_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """`config` (a parsed serve_config.yaml) as a GPU cluster on Kubernetes runs it."""
+    for app in config["applications"]:
+        _check_no_int8_on_gpus(app.get("args") or {})
     cluster = copy.deepcopy(dict(config))
     cluster["proxy_location"] = "EveryNode"
     cluster["http_options"] = {**(cluster.get("http_options") or {}), "host": "0.0.0.0"}
@@ -55,6 +58,19 @@ def cluster_serve_config(config: Mapping[str, Any]) -> dict[str, Any]:
             options = deployment.setdefault("ray_actor_options", {})
             options["num_gpus"] = 0 if deployment["name"] in CPU_ONLY_DEPLOYMENTS else GPU_SHARE
     return cluster
+
+
+def _check_no_int8_on_gpus(args: Mapping[str, Any]) -> None:
+    """Fail where a model's runtime (its own keys over the app's) would put int8 on a GPU."""
+    app = AppArgs.model_validate(args)
+    for spec in [*app.models, *([app.generation] if app.generation else [])]:
+        runtime = app.runtime_for(spec)
+        if runtime.dtype == "int8" and runtime.device != "cpu":
+            raise ValueError(
+                f"runtime of {spec.id}: dtype int8 runs on CPU only, and the cluster's model "
+                f"replicas get a GPU (device {runtime.device}): set its runtime.dtype to auto, "
+                "bfloat16 or float16, or its runtime.device to cpu"
+            )
 
 
 def serve_config_text(config: Mapping[str, Any]) -> str:

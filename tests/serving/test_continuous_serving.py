@@ -22,12 +22,14 @@ from service.serving.translation import TranslatorDeployment
 GREEDY = DecodeOptions(max_length=8)
 BEAM = DecodeOptions(beam_size=3, n_best=2, max_length=8)
 SAMPLE = DecodeOptions(sampling=True, seed=4, n_best=2, max_length=8)
+# The engine's outputs must equal the static path's: float32 (int8's depend on batch-mates).
+FLOAT32 = RuntimeArgs(device="cpu", dtype="float32")
 TEXTS = ["la casa", "el rey dijo que la luz era buena", "pan", "y dijo Dios: sea la luz"]
 
 
 @pytest.fixture(scope="module")
 def replica(tiny_model_store):
-    spec = LoadSpec(str(tiny_model_store), "es-en/transformer", 1, RuntimeArgs(device="cpu"))
+    spec = LoadSpec(str(tiny_model_store), "es-en/transformer", 1, FLOAT32)
     return TranslatorDeployment.func_or_class(spec, batching="continuous")
 
 
@@ -85,7 +87,7 @@ def test_batching_is_validated_in_the_app_config(tiny_model_store):
     assert ModelArgs(id="es-en/transformer", batching="continuous").batching == "continuous"
     with pytest.raises(ValidationError):
         ModelArgs(id="es-en/transformer", batching="dynamic")
-    spec = LoadSpec(str(tiny_model_store), "es-en/rnnsearch", 1, RuntimeArgs(device="cpu"))
+    spec = LoadSpec(str(tiny_model_store), "es-en/rnnsearch", 1, FLOAT32)
     with pytest.raises(ValueError, match="batching"):
         TranslatorDeployment.func_or_class(spec, batching="dynamic")
 

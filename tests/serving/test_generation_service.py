@@ -46,6 +46,9 @@ def base_url(tiny_lm_store):
                     "default_model": "rnnsearch",
                     "api": {"default_beam_size": 1, "default_max_length": 8},
                     "generation": {"id": "es-en/lm", "max_new_tokens_limit": LONG},
+                    # float32: a generation in a crowd must equal it alone (int8's depends
+                    # on its batch-mates).
+                    "runtime": {"dtype": "float32"},
                 },
                 "deployments": [
                     {"name": "Ingress", "ray_actor_options": {"num_cpus": 0.1}},

@@ -49,6 +49,8 @@ def urls(tiny_model_store):
     # No translation cache: the batching tests need every text decoded (test_text_service
     # covers the cache).
     app["args"]["api"].update(default_beam_size=1, default_max_length=8, cache_size=0)
+    # float32: batched texts must equal the same texts alone (int8's depend on batch-mates).
+    app["args"]["runtime"]["dtype"] = "float32"
     for deployment in app["deployments"]:
         deployment["ray_actor_options"]["num_cpus"] = 0.2
         if deployment["name"] == "es-en-transformer":
@@ -60,7 +62,8 @@ def urls(tiny_model_store):
         base = start(config, host="127.0.0.1", port=free_port())
         strict_args = {
             "store": str(tiny_model_store),
-            "models": [{"id": "es-en/rnnsearch"}],
+            # Its own runtime: /strict/v1/models must report the dtype served.
+            "models": [{"id": "es-en/rnnsearch", "runtime": {"device": "cpu", "dtype": "int8"}}],
             "default_model": "rnnsearch",
             "api": {
                 "request_timeout_s": 0.5,
@@ -136,6 +139,12 @@ def test_models(client):
         assert transformer["serving"]["dtype"] == "float32"
     assert transformer["serving"]["max_batch_size"] == 32  # the live user_config
     assert transformer["serving"]["batch_wait_timeout_s"] == 0.3
+
+
+def test_models_report_a_models_own_runtime(client, urls):
+    [strict] = client.get(urls["strict"] + "/v1/models").json()["models"]
+    assert strict["id"] == "es-en/rnnsearch"
+    assert (strict["serving"]["device"], strict["serving"]["dtype"]) == ("cpu", "int8")
 
 
 def test_translate_string(client):

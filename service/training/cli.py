@@ -148,7 +148,8 @@ def train_command(
 
 
 def _load(model: str, version: int | None, root: Path, device: str, dtype: str | None = None):
-    """Load from the store; translators are prepared for inference at `dtype`."""
+    """Load from the store, prepared for inference at `dtype` (None: the device's default), as
+    the serving replicas load theirs (`runtime.load_replica_model`)."""
     from service.models.device import resolve_device
     from service.models.precision import DTYPES, prepare_for_inference
     from service.store import ModelStore
@@ -156,8 +157,7 @@ def _load(model: str, version: int | None, root: Path, device: str, dtype: str |
     if dtype is not None and dtype not in DTYPES:
         raise typer.BadParameter(f"choose from {', '.join(DTYPES)}", param_hint="--dtype")
     loaded = ModelStore(root).load(model, version, device=resolve_device(device))
-    if loaded.manifest.arch != "lm":
-        prepare_for_inference(loaded.model, dtype)
+    prepare_for_inference(loaded.model, dtype)
     return loaded
 
 
@@ -321,6 +321,7 @@ def generate_command(
         bool, typer.Option("--stream/--no-stream", help="Print tokens as they come.")
     ] = True,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
+    dtype: DtypeOption = None,
     root: RootOption = DEFAULT_ROOT,
 ) -> None:
     """Continue a prompt with a stored language model, running the generation engine locally.
@@ -340,7 +341,7 @@ def generate_command(
         )
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
-    loaded = _load(model, version, root, device)
+    loaded = _load(model, version, root, device, dtype)
     if loaded.manifest.arch != "lm":
         raise typer.BadParameter(
             f"{loaded.manifest.id} is a {loaded.manifest.arch} model, not a language model",

@@ -255,6 +255,10 @@ def test_cli_trains_an_lm_into_the_store_and_generates_repeatably(tmp_path, corp
     assert first.output == second.output and first.output.startswith("w3 w4")
     whole = runner.invoke(app, [*args, "--no-stream"])
     assert whole.output == first.output
+    exact = runner.invoke(app, [*args, "--dtype", "float32"])  # without it: the device default
+    assert exact.exit_code == 0 and exact.output.startswith("w3 w4"), exact.output
+    unknown = runner.invoke(app, [*args, "--dtype", "int4"])
+    assert unknown.exit_code == 2 and "--dtype" in unknown.output
 
     bad = runner.invoke(app, ["generate", "w1", "--root", str(store), "--top-p", "0"])
     assert bad.exit_code == 2 and "top_p" in bad.output

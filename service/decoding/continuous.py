@@ -60,6 +60,13 @@ from service.decoding.search import (
     sentence_sampling,
 )
 
+LAZY_WASTE = 1.0  # dead rows may be stepped until they add up to this many steps of the state
+LAZY_DEAD = 4  # and while they are fewer than 1 / LAZY_DEAD of its rows
+JOIN_STEPS = 2  # a newcomer to a busy batch waits at most this many steps for company
+JOIN_SENTENCES = 4  # or until this many wait (`_waits_for_company`)
+ADMIT_TOKENS = 1024  # padded source tokens encoded in one step (more wait for the next)
+PASS_STEPS = 8  # steps after which a sentence over the token budget is passed no more
+
 
 @dataclass(frozen=True)
 class TranslationOutput:
@@ -82,6 +89,7 @@ class _Sentence:
     options: DecodeOptions
     beam: BeamSentence | None  # beam search; None: greedy or sampling, one row per sample
     added: float = field(default_factory=time.perf_counter)
+    added_step: int = 0  # the engine's step count when it was added
     admitted: float = 0.0
     width: int = 0  # rows it holds in the running batch
     slots: list[int] = field(default_factory=list)  # sample of each row it holds, in order
@@ -131,6 +139,7 @@ class TranslationEngine:
         self.waiting: deque[_Sentence] = deque()
         self.running: list[_Sentence] = []
         self.batch_sizes: list[int] = []  # sentences per step, for metrics; the caller clears it
+        self.steps = 0  # steps run (admission counts waits in steps)
         self._clear()
 
     def _clear(self) -> None:
@@ -139,6 +148,7 @@ class TranslationEngine:
         self._state_rows: Tensor | None = None  # state row of each row; None: the same
         self._state_size = 0  # rows of the model state, dead ones included
         self._lazy_steps = 0  # steps run since rows were left dead in the state
+        self._lazy_waste = 0  # dead rows stepped since then, summed over the steps
         self._lazy_longest = 0  # longest row when rows were left dead
         self.tokens = self._rows(torch.long)  # the token each row feeds next
         self.generated = self._rows(torch.long)  # tokens each row has generated
@@ -165,7 +175,9 @@ class TranslationEngine:
         beam = None
         if options.beam_size > 1:
             beam = BeamSentence(options, len(source), _Finished(options.beam_size))
-        self.waiting.append(_Sentence(request_id, list(source), options, beam))
+        sentence = _Sentence(request_id, list(source), options, beam)
+        sentence.added_step = self.steps
+        self.waiting.append(sentence)
 
     def cancel(self, request_id: Hashable) -> bool:
         """Drop a sentence wherever it is; its rows leave the batch now. True if it was there."""
@@ -201,6 +213,7 @@ class TranslationEngine:
         Sentences that failed (their encoding, or a model step on their rows) come back with
         `error` set; the others are unaffected.
         """
+        self.steps += 1
         outputs = self._admit()
         if not self.running:
             return outputs
@@ -325,19 +338,27 @@ class TranslationEngine:
         rows = self._state_rows
         if rows is None:
             return
-        dead = self._state_size - rows.shape[0]
-        if (
-            not force
-            and 8 * dead < self._state_size
-            and self._lazy_steps < 4
-            and self._lazy_longest + 8 < self.config.max_positions  # dead rows go on
-            and bool((rows[1:] > rows[:-1]).all())
-        ):
+        if not force and self._stays_lazy():
             self._lazy_steps += 1
+            self._lazy_waste += self._state_size - rows.shape[0]
             return
         self.state = self.model.reorder_state(self.state, rows)
         self._state_rows, self._state_size = None, rows.shape[0]
-        self._lazy_steps = self._lazy_longest = 0
+        self._lazy_steps = self._lazy_longest = self._lazy_waste = 0
+
+    def _stays_lazy(self) -> bool:
+        """Whether the dead rows may stay in the state for another step: fewer than a quarter
+        of it, and the rows stepped in vain so far less than a full step's (a copy of the
+        state costs about a step), the live rows in order and none of them twice (a beam
+        reorder must copy), not near the model's positions (dead rows go on)."""
+        rows = self._state_rows
+        dead = self._state_size - rows.shape[0]
+        return (
+            LAZY_DEAD * dead < self._state_size
+            and self._lazy_waste + dead <= LAZY_WASTE * self._state_size
+            and self._lazy_longest + 8 < self.config.max_positions
+            and bool((rows[1:] > rows[:-1]).all())
+        )
 
     def _failing(self, members: list[int]) -> dict[int, str]:
         """Running sentences (positions) among `members` whose rows fail a step alone, each
@@ -499,17 +520,32 @@ class TranslationEngine:
 
         Returns the newcomers that failed: when encoding them together fails, each is encoded
         alone, those that fail alone fail, and the others are encoded together again."""
+        if not self.waiting or self._waits_for_company():
+            return []
         admitted: list[_Sentence] = []
+        left: deque[_Sentence] = deque()
         rows = sum(s.rows for s in self.running)
         longest = max((len(s.source) for s in self.running), default=0)
-        while self.waiting and len(self.running) + len(admitted) < self.max_batch_size:
+        widest = 0  # the newcomers' longest source: they are encoded padded to it
+        while self.waiting:
             candidate = self.waiting[0]
+            if len(self.running) + len(admitted) >= self.max_batch_size:
+                break
+            padded = (len(admitted) + 1) * max(widest, len(candidate.source))
+            if admitted and padded > ADMIT_TOKENS:
+                break  # the rest are encoded at the next steps: no step stalls on a burst
             cost = (rows + candidate.rows) * max(longest, len(candidate.source))
             if cost > self.max_batch_tokens and (self.running or admitted):
-                break
+                if self.steps - candidate.added_step > PASS_STEPS:
+                    break  # it waited long enough: none passes it any more
+                left.append(self.waiting.popleft())  # a shorter one behind it may fit
+                continue
             admitted.append(self.waiting.popleft())
             rows += candidate.rows
             longest = max(longest, len(candidate.source))
+            widest = max(widest, len(candidate.source))
+        left.extend(self.waiting)
+        self.waiting = left
         if not admitted:
             return []
         need_alignment = any(s.options.return_alignment for s in admitted)
@@ -547,11 +583,19 @@ class TranslationEngine:
                 wordless.append(options.min_length >= 1)
         count = len(beam_rows)
         if self.state is None:
-            self.state = fresh
+            self.state, self._state_size = fresh, count
+        elif self._state_rows is not None and self._stays_lazy():
+            # The newcomers go after the state's rows, dead ones included: the model appends
+            # them into its buffers' room without copying the rows already there.
+            self.state = self.model.merge_states(self.state, fresh)
+            joined = torch.arange(self._state_size, self._state_size + count, device=self.device)
+            self._state_rows = torch.cat([self._state_rows, joined])
+            self._state_size += count
         else:
             self.state = self.model.merge_states(self.state, fresh, self._state_rows)
-        self._state_size = self.rows + count
-        self._state_rows, self._lazy_steps, self._lazy_longest = None, 0, 0
+            self._state_size = self.rows + count
+            self._state_rows, self._lazy_steps, self._lazy_longest = None, 0, 0
+            self._lazy_waste = 0
         self.running.extend(admitted)
 
         tensor = lambda values, dtype: torch.tensor(values, dtype=dtype, device=self.device)  # noqa: E731
@@ -573,6 +617,18 @@ class TranslationEngine:
             parts = sampling if self.sampling is None else [self.sampling, *sampling]
             self.sampling = SamplingRows.cat(parts)
         return failed
+
+    def _waits_for_company(self) -> bool:
+        """Whether the newcomers wait another step for others to be encoded with.
+
+        An encoder call costs about a quarter of a 32-row step whatever it encodes (its
+        weights are read once a call; measured on 2 shared cores), and each join copies a
+        little of the state, so a batch that is at least half full takes newcomers in groups:
+        they join once `JOIN_SENTENCES` wait or the first has waited `JOIN_STEPS` steps. A
+        smaller batch, where few others would come, takes each at once."""
+        if len(self.running) < self.max_batch_size // 2 or len(self.waiting) >= JOIN_SENTENCES:
+            return False
+        return self.steps - 1 - self.waiting[0].added_step < JOIN_STEPS
 
     def _encode(self, sentences: list[_Sentence], need_alignment: bool):
         """A ragged state for the sentences' first rows: one per beam, else one per sample."""

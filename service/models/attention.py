@@ -108,9 +108,7 @@ class StaticKV:
         """Keep memory rows `entries` (None: all, in order), each shared by `group` query rows."""
         if entries is None:
             return StaticKV(self.keys, self.values, group)
-        return StaticKV(
-            self.keys.index_select(0, entries), self.values.index_select(0, entries), group
-        )
+        return StaticKV(_select_rows(self.keys, entries), _select_rows(self.values, entries), group)
 
     def owned(self, owners: Tensor) -> StaticKV:
         """The same memory rows, attended by query rows that `owners` (B,) assigns to them."""
@@ -298,7 +296,7 @@ class RaggedKVCache:
             capacity = -(-(int(lengths.max()) + 1) // _ROOM) * _ROOM
             keys, values = keys[:, :, :capacity], values[:, :, :capacity]
         return RaggedKVCache(
-            keys.index_select(0, index), values.index_select(0, index), lengths, self.growable
+            _select_rows(keys, index), _select_rows(values, index), lengths, self.growable
         )
 
     @staticmethod
@@ -319,12 +317,24 @@ class RaggedKVCache:
 def gather_cat(first: Tensor, index: Tensor | None, second: Tensor, dim: int) -> Tensor:
     """Rows `index` (None: all) of `first`, then `second`, both zero-padded along `dim` to
     the longer: written once into one new buffer (a sentence leaving and one joining the
-    continuous batch in the same step cost one copy of the state, not two)."""
+    continuous batch in the same step cost one copy of the state, not two).
+
+    The new buffer has room for half as many rows again (at least 32) after its own: when all of
+    `first` is kept (`index` None), it came from here and `second` fits, `second` is written
+    into that room and `first`'s rows are not copied at all (a sentence joining the batch
+    costs a copy of its own rows only). Only the latest view of a buffer may grow it, so a
+    state that was joined once cannot be joined again over the rows of its successor."""
+    if index is None:
+        grown = _append_rows(first, second, dim)
+        if grown is not None:
+            return grown
     width = max(first.shape[dim], second.shape[dim])
     rows = first.shape[0] if index is None else index.shape[0]
     shape = list(first.shape)
     shape[0], shape[dim] = rows + second.shape[0], width
-    out = first.new_empty(shape)
+    capacity = shape[0] + max(_ROW_ROOM, shape[0] // 2)
+    out = first.new_empty((capacity, *shape[1:]))[: shape[0]]
+    out._row_capacity = capacity
     head, tail = out[:rows], out[rows:]
     if first.shape[dim] == width and index is not None:
         torch.index_select(first, 0, index, out=head)  # head is contiguous: one pass
@@ -340,6 +350,40 @@ def gather_cat(first: Tensor, index: Tensor | None, second: Tensor, dim: int) ->
 
 
 _ROOM = 16  # a reordered ragged cache's capacity is a multiple of this
+_ROW_ROOM = 32  # the fewest spare rows `gather_cat` leaves after its own
+
+
+def _append_rows(first: Tensor, second: Tensor, dim: int) -> Tensor | None:
+    """`first` then `second` (zero-padded along `dim`) in `first`'s own buffer, when it is the
+    latest view of a `gather_cat` buffer with room for `second`; else None."""
+    capacity = getattr(first, "_row_capacity", None)
+    rows, extra = first.shape[0], second.shape[0]
+    if (
+        capacity is None
+        or rows + extra > capacity
+        or second.shape[dim] > first.shape[dim]
+        or not first.is_contiguous()
+    ):
+        return None
+    grown = first.as_strided((rows + extra, *first.shape[1:]), first.stride())
+    tail = grown[rows:]
+    tail.narrow(dim, 0, second.shape[dim]).copy_(second)
+    if second.shape[dim] < first.shape[dim]:
+        tail.narrow(dim, second.shape[dim], first.shape[dim] - second.shape[dim]).zero_()
+    first._row_capacity = None  # the room is `grown`'s now
+    grown._row_capacity = capacity
+    return grown
+
+
+def _select_rows(buffer: Tensor, index: Tensor) -> Tensor:
+    """`buffer.index_select(0, index)` into a buffer with `gather_cat`'s room for more rows,
+    so the rows a beam step reorders can still be joined by others without a copy."""
+    rows = index.shape[0]
+    capacity = rows + max(_ROW_ROOM, rows // 2)
+    out = buffer.new_empty((capacity, *buffer.shape[1:]))[:rows]
+    torch.index_select(buffer, 0, index, out=out)
+    out._row_capacity = capacity
+    return out
 
 
 def _widen(buffer: Tensor, capacity: int) -> Tensor:

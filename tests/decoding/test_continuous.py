@@ -227,7 +227,7 @@ def test_a_step_that_fails_without_a_culprit_raises():
         engine.step()
 
 
-def test_rows_that_leave_are_copied_out_of_the_state_with_the_next_join():
+def test_a_few_dead_rows_stay_and_newcomers_are_appended_after_them():
     model = tiny_model("transformer")
 
     class Counting(Poisoned):  # counts the state copies
@@ -255,8 +255,95 @@ def test_rows_that_leave_are_copied_out_of_the_state_with_the_next_join():
     late = ("late", [4, 5, 2], DecodeOptions(max_length=6))
     engine.add(*late)
     engine.step()
-    assert Counting.reorders == 0 and engine._state_size == 10  # dropped as it joined
-    assert torch.equal(Counting.merges[-1], torch.arange(9))
+    # One dead row of ten: it stays, and the newcomer is appended after it (no copy).
+    assert Counting.reorders == 0 and engine._state_size == 11
+    assert Counting.merges[-1] is None
+    assert torch.equal(engine._state_rows, torch.tensor([*range(9), 10]))
     results.update(run_engine(engine, {}))
     for i, source, options in [*work, late]:
+        assert_same(results[i].hypotheses, alone(model, source, options))
+
+
+def test_many_dead_rows_are_copied_out_of_the_state_with_the_next_join():
+    model = tiny_model("transformer")
+
+    class Counting(Poisoned):
+        merges: list = []
+
+        def merge_states(self, first, second, index=None):
+            Counting.merges.append(index)
+            return self.model.merge_states(first, second, index)
+
+    engine = TranslationEngine(Counting(model))
+    long = DecodeOptions(max_length=8, min_length=8)
+    work = [(i, [3 + i, 2], long) for i in range(6)] + [
+        (f"short{i}", [9, 2], DecodeOptions(max_length=1)) for i in range(2)
+    ]
+    for item in work:
+        engine.add(*item)
+    results = {o.request_id: o for o in engine.step()}
+    assert engine.rows == 6 and engine._state_size == 8  # two dead rows of eight
+    late = ("late", [4, 5, 2], DecodeOptions(max_length=6))
+    engine.add(*late)
+    engine.step()
+    assert torch.equal(Counting.merges[-1], torch.arange(6))  # dropped as it joined
+    assert engine._state_size == 7 and engine._state_rows is None
+    results.update(run_engine(engine, {}))
+    for i, source, options in [*work, late]:
+        assert_same(results[i].hypotheses, alone(model, source, options))
+
+
+def test_a_busy_batch_takes_newcomers_in_groups():
+    from service.decoding.continuous import JOIN_SENTENCES, JOIN_STEPS
+
+    model = tiny_model("transformer")
+    engine = TranslationEngine(model, SILENT, max_batch_size=2 * JOIN_SENTENCES + 2)
+    long = DecodeOptions(max_length=12, min_length=12)
+    work = [(i, [3 + i, 2], long) for i in range(JOIN_SENTENCES + 1)]
+    for item in work:
+        engine.add(*item)
+    engine.step()  # half full: newcomers wait for company
+    late = ("late", [4, 5, 2], DecodeOptions(max_length=6))
+    engine.add(*late)
+    for _ in range(JOIN_STEPS):
+        engine.step()
+        assert [s.request_id for s in engine.waiting] == ["late"]
+    engine.step()  # it waited JOIN_STEPS steps: it joins alone
+    assert not engine.waiting and len(engine.running) == JOIN_SENTENCES + 2
+    group = [(f"g{i}", [6 + i, 2], DecodeOptions(max_length=4)) for i in range(JOIN_SENTENCES)]
+    for item in group[:-1]:
+        engine.add(*item)
+    engine.step()
+    assert len(engine.waiting) == JOIN_SENTENCES - 1
+    engine.add(*group[-1])
+    engine.step()  # JOIN_SENTENCES wait: they join at once
+    assert not engine.waiting
+    results = run_engine(engine, {})
+    for i, source, options in [*work, late, *group]:
+        assert_same(results[i].hypotheses, alone(model, source, options))
+
+
+def test_a_sentence_over_the_token_budget_is_passed_until_it_waited_long_enough():
+    from service.decoding.continuous import PASS_STEPS
+
+    model = tiny_model("transformer")
+    engine = TranslationEngine(model, SILENT, max_batch_tokens=24)
+    first = (0, [3, 4, 5, 6, 7, 8, 9, 10, 11, 2], DecodeOptions(max_length=40, min_length=40))
+    engine.add(*first)
+    engine.step()
+    wide = ("wide", [3] * 19 + [2], DecodeOptions(max_length=4))
+    engine.add(*wide)
+    engine.add("short", [4, 2], DecodeOptions(max_length=4))
+    engine.step()  # 2 rows x 20 tokens > 24: the short one behind it goes first
+    assert [s.request_id for s in engine.running] == [0, "short"]
+    assert [s.request_id for s in engine.waiting] == ["wide"]
+    results = {}
+    for _ in range(PASS_STEPS):
+        results.update({o.request_id: o for o in engine.step()})
+    assert list(results) == ["short"] and [s.request_id for s in engine.running] == [0]
+    engine.add("later", [5, 2], DecodeOptions(max_length=4))
+    engine.step()  # "wide" waited PASS_STEPS steps: nothing passes it any more
+    assert [s.request_id for s in engine.waiting] == ["wide", "later"]
+    results.update(run_engine(engine, {}))
+    for i, source, options in [first, wide, ("short", [4, 2], DecodeOptions(max_length=4))]:
         assert_same(results[i].hypotheses, alone(model, source, options))

@@ -1,12 +1,12 @@
 """The translation replica's continuous-batching loop: `TranslationEngine` behind `submit`.
 
 `EngineQueue` speaks `DecodeQueue`'s interface (`submit(item) -> ItemOutcome`, `configure`),
-so the deployment drives either. One asyncio task owns the engine: while it has work, it hands
-the sentences that arrived (and the cancellations) to the engine between steps, runs
-`engine.step()` in a worker thread (step after step, until newcomers or cancellations wait), and
-resolves each finished sentence's future as soon as the step that finished it returns. Only
-that task and its thread touch the engine, one at a time, so no lock is needed: `submit` and
-cancellations only append to lists the task drains between steps.
+so the deployment drives either. One asyncio task owns the engine: while it has work, it runs
+`engine.step()` in a worker thread, step after step, and resolves each finished sentence's
+future as soon as the step that finished it returns. The thread itself hands the sentences that
+arrived (and the cancellations) to the engine between steps, so a newcomer costs no return to
+the event loop and no new thread hop. Only that thread touches the engine; `submit` and
+cancellations only append, under a lock, to lists it drains between steps.
 
 A sentence the engine fails (its encoding, or a step on its rows: the engine isolates it) is
 answered with its error and the others go on; only a failure the engine cannot pin on a
@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -67,6 +68,7 @@ class EngineQueue:
         self._ids = itertools.count()
         self._incoming: list[tuple[int, _Pending]] = []
         self._to_cancel: set[int] = set()
+        self._lock = threading.Lock()  # over `_incoming` and `_to_cancel`
         self._pending: dict[int, _Pending] = {}
         self._work = asyncio.Event()
         self.loop_task: asyncio.Task | None = None
@@ -104,13 +106,15 @@ class EngineQueue:
         except Exception as error:  # noqa: BLE001 - this text's own failure
             logger.exception("encoding failed for one text (%d chars)", len(item.text))
             return ItemOutcome(None, 0.0, 0.0, 0, error=f"{type(error).__name__}: {error}")
-        self._incoming.append((key, _Pending(item, future, source)))
+        with self._lock:
+            self._incoming.append((key, _Pending(item, future, source)))
         self._ensure_loop()
         self._work.set()
         try:
             return await future
         except asyncio.CancelledError:
-            self._to_cancel.add(key)
+            with self._lock:
+                self._to_cancel.add(key)
             self._work.set()
             raise
 
@@ -128,53 +132,61 @@ class EngineQueue:
             await self._work.wait()
             self._work.clear()
             while True:
-                self._apply()
-                if not self.engine.has_work():
-                    break
                 try:
                     await asyncio.to_thread(self._steps, loop)
                 except Exception as error:  # noqa: BLE001 - handed to every sentence it held
                     logger.exception("decode step failed; failing the sentences it held")
                     self._fail_all(f"{type(error).__name__}: {error}")
                     continue
-                # Let sentences that arrived during the steps reach `_incoming` first.
-                await asyncio.sleep(0)
+                with self._lock:
+                    arrived = bool(self._incoming or self._to_cancel)
+                if not arrived and not self.engine.has_work():
+                    break
+                await asyncio.sleep(0)  # the event loop's turn (`MAX_STEPS_S`)
 
     def _steps(self, loop: asyncio.AbstractEventLoop) -> None:
-        """In the worker thread: steps until sentences arrive or are cancelled (the event loop
-        hands those to the engine between steps) or the engine runs dry.
+        """In the worker thread: hand arrivals and cancellations to the engine, step, and
+        again, until the engine runs dry or `MAX_STEPS_S` have passed.
 
         One thread hop per step cost about 5 ms a step in a replica on a busy 2-core machine
-        (a lone sentence took 1.8x as long as with the static queue), so the thread stays and
-        answers each step's finished sentences from here, through the event loop.
+        (a lone sentence took 1.8x as long as with the static queue), and so did one per
+        newcomer (at 32 closed-loop users one arrives at most steps), so the thread stays,
+        takes the newcomers itself and answers each step's finished sentences from here,
+        through the event loop.
         """
         deadline = time.perf_counter() + MAX_STEPS_S
-        while self.engine.has_work():
+        while True:
+            self._apply(loop)
+            if not self.engine.has_work():
+                return
             started = time.perf_counter()
             finished = self._step()
             batch = self.engine.batch_sizes[-1] if self.engine.batch_sizes else 0
             self.engine.batch_sizes.clear()  # read here; unbounded otherwise
             seconds = time.perf_counter() - started
             loop.call_soon_threadsafe(self._route, finished, batch, seconds)
-            if self._incoming or self._to_cancel or time.perf_counter() > deadline:
+            if time.perf_counter() > deadline:
                 return
 
-    def _apply(self) -> None:
-        """Hand arrivals and cancellations to the engine (between steps only)."""
-        for key in self._to_cancel:
+    def _apply(self, loop: asyncio.AbstractEventLoop) -> None:
+        """In the worker thread, between steps: hand arrivals and cancellations to the
+        engine; futures are only ever resolved on the event loop."""
+        with self._lock:
+            incoming, self._incoming = self._incoming, []
+            cancelled, self._to_cancel = self._to_cancel, set()
+        for key in cancelled:
             if self._pending.pop(key, None) is not None:
                 self.engine.cancel(key)
-        incoming, self._incoming = self._incoming, []
         for key, pending in incoming:
-            if key in self._to_cancel or pending.item.cancelled or pending.future.done():
+            if key in cancelled or pending.item.cancelled or pending.future.done():
                 continue
             try:
                 self.engine.add(key, pending.source, pending.item.options)
             except ValueError as error:
-                pending.future.set_result(ItemOutcome(None, 0.0, 0.0, 0, error=str(error)))
+                outcome = ItemOutcome(None, 0.0, 0.0, 0, error=str(error))
+                loop.call_soon_threadsafe(_resolve, pending.future, outcome)
                 continue
             self._pending[key] = pending
-        self._to_cancel.clear()
 
     def _step(self) -> list[tuple[TranslationOutput, Translation | None]]:
         """In the worker thread: one engine step, and the finished sentences' text (None for
@@ -247,3 +259,8 @@ class EngineQueue:
             self.on_step(report)
         except Exception:  # never fail a request over a metric
             logger.warning("recording metrics failed", exc_info=True)
+
+
+def _resolve(future: asyncio.Future, outcome: ItemOutcome) -> None:
+    if not future.done():
+        future.set_result(outcome)

@@ -68,6 +68,33 @@ ADMIT_TOKENS = 1024  # padded source tokens encoded in one step (more wait for t
 PASS_STEPS = 8  # steps after which a sentence over the token budget is passed no more
 
 
+ENCODE_CALL_TOKENS = 128  # an encoder call's own cost, in padded source tokens (see below)
+
+
+def encode_groups(sizes: list[tuple[int, int]]) -> list[list[int]]:
+    """Split sources sorted by length, (rows, length) each, into consecutive groups, one
+    encoder call each, so that the calls' padded tokens (rows x longest) plus
+    `ENCODE_CALL_TOKENS` per call are fewest: a short newcomer is not padded to a long one's
+    length when a call of its own costs less (measured on 2 shared cores, 1 thread: a call
+    costs about 4.5 ms whatever it encodes, and about 0.04 ms per padded token).
+    """
+    count = len(sizes)
+    best = [0.0] + [float("inf")] * count  # best[j]: the cost of the first j sources
+    cut = [0] * (count + 1)
+    for end in range(1, count + 1):
+        rows = 0
+        for start in range(end - 1, -1, -1):
+            rows += sizes[start][0]
+            cost = best[start] + ENCODE_CALL_TOKENS + rows * sizes[end - 1][1]
+            if cost < best[end]:
+                best[end], cut[end] = cost, start
+    groups, end = [], count
+    while end:
+        groups.append(list(range(cut[end], end)))
+        end = cut[end]
+    return groups[::-1]
+
+
 @dataclass(frozen=True)
 class TranslationOutput:
     """A finished sentence: its n-best list (best first) and what it waited for and cost."""
@@ -550,21 +577,9 @@ class TranslationEngine:
             return []
         need_alignment = any(s.options.return_alignment for s in admitted)
         failed: list[TranslationOutput] = []
-        try:
-            fresh = self._encode(admitted, need_alignment)
-        except Exception:  # noqa: BLE001 - find the newcomers that cause it
-            kept = []
-            for sentence in admitted:
-                try:
-                    self._encode([sentence], need_alignment)
-                except Exception as error:  # noqa: BLE001 - this sentence's own failure
-                    failed.append(self._output(sentence, f"{type(error).__name__}: {error}"))
-                else:
-                    kept.append(sentence)
-            if not kept:
-                return failed
-            admitted = kept
-            fresh = self._encode(admitted, need_alignment)
+        admitted, fresh = self._encode_groups(admitted, need_alignment, failed)
+        if not admitted:
+            return failed
         now = time.perf_counter()
         beam_rows, min_length, max_length, wordless, sampling = [], [], [], [], []
         for sentence in admitted:
@@ -618,6 +633,39 @@ class TranslationEngine:
             self.sampling = SamplingRows.cat(parts)
         return failed
 
+    def _encode_groups(
+        self, admitted: list[_Sentence], need_alignment: bool, failed: list[TranslationOutput]
+    ) -> tuple[list[_Sentence], object]:
+        """The newcomers' ragged state, encoded in groups of similar length (`encode_groups`),
+        and the newcomers in its row order; those whose group fails are encoded one by one
+        and those failing alone go into `failed`."""
+        ordered = sorted(admitted, key=lambda s: len(s.source))
+        kept: list[_Sentence] = []
+        states = []
+        for group in encode_groups([(self._encoder_rows(s), len(s.source)) for s in ordered]):
+            sentences = [ordered[i] for i in group]
+            try:
+                states.append(self._encode(sentences, need_alignment))
+                kept.extend(sentences)
+                continue
+            except Exception:  # noqa: BLE001 - find the newcomers that cause it
+                pass
+            for sentence in sentences:
+                try:
+                    states.append(self._encode([sentence], need_alignment))
+                except Exception as error:  # noqa: BLE001 - this sentence's own failure
+                    failed.append(self._output(sentence, f"{type(error).__name__}: {error}"))
+                else:
+                    kept.append(sentence)
+        fresh = states[0] if states else None
+        for state in states[1:]:
+            fresh = self.model.merge_states(fresh, state)
+        return kept, fresh
+
+    @staticmethod
+    def _encoder_rows(sentence: _Sentence) -> int:
+        return 1 if sentence.beam is not None else sentence.rows
+
     def _waits_for_company(self) -> bool:
         """Whether the newcomers wait another step for others to be encoded with.
 
@@ -632,7 +680,7 @@ class TranslationEngine:
 
     def _encode(self, sentences: list[_Sentence], need_alignment: bool):
         """A ragged state for the sentences' first rows: one per beam, else one per sample."""
-        sources = [s.source for s in sentences for _ in range(1 if s.beam is not None else s.rows)]
+        sources = [s.source for s in sentences for _ in range(self._encoder_rows(s))]
         src = pad_batch(sources, self.config.pad_id, self.device)
         return self.model.init_ragged_state(self.model.encode(src), need_alignment)
 

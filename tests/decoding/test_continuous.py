@@ -347,3 +347,14 @@ def test_a_sentence_over_the_token_budget_is_passed_until_it_waited_long_enough(
     results.update(run_engine(engine, {}))
     for i, source, options in [first, wide, ("short", [4, 2], DecodeOptions(max_length=4))]:
         assert_same(results[i].hypotheses, alone(model, source, options))
+
+
+def test_encode_groups_pad_a_short_source_to_a_long_one_only_when_a_call_costs_more():
+    from service.decoding.continuous import ENCODE_CALL_TOKENS, encode_groups
+
+    assert encode_groups([]) == []
+    assert encode_groups([(1, 10), (1, 12), (1, 14)]) == [[0, 1, 2]]  # little padding
+    long = 10 + 2 * ENCODE_CALL_TOKENS
+    assert encode_groups([(1, 10), (1, 12), (1, long)]) == [[0, 1], [2]]
+    assert encode_groups([(4, 10), (1, long)]) == [[0], [1]]  # rows count: 4 samples
+    assert sum(encode_groups([(1, n) for n in range(1, 40)]), []) == list(range(39))

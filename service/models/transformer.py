@@ -22,6 +22,7 @@ from service.models.attention import (
     RaggedKVCache,
     StaticKV,
     gather_cat,
+    head_runs,
     shared_rows,
 )
 from service.models.packed import Linear, PackedWeight, linear
@@ -158,6 +159,19 @@ class DecoderLayer(FeedForwardMixin, nn.Module):
             x = self.encoder_attn_layer_norm(x + drop(attended))
         return self.final_layer_norm(x + drop(self.feed_forward(x))), weights
 
+    def step(self, x: Tensor, cache: KVCache, static_kv: StaticKV, memory_bias: Tensor) -> Tensor:
+        """`forward` for one position per row of the static cached search, in inference: the
+        same arithmetic in fewer calls (`MultiHeadAttention.step_self`). (B, 1, C) -> (B, 1, C)."""
+        x = _layer_norm(self.self_attn_layer_norm, x + self.self_attn.step_self(x, cache))
+        attended = self.encoder_attn.step_cross(x, static_kv, memory_bias)
+        x = _layer_norm(self.encoder_attn_layer_norm, x + attended)
+        hidden = self.fc2.forward(self.activation(self.fc1.forward(x)))
+        return _layer_norm(self.final_layer_norm, x + hidden)
+
+
+def _layer_norm(norm: nn.LayerNorm, x: Tensor) -> Tensor:
+    return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+
 
 @dataclass
 class EncoderOutput:
@@ -219,6 +233,16 @@ class TransformerState:
     position: int = 0
     need_alignment: bool = False
     sources: Tensor | None = None  # (B,) ragged states only: each row's memory row
+    # (N, 1, 1, S): 0 on the memory rows' real tokens, -inf on padding; made by the first
+    # step that needs it and kept while the memory rows stay the same.
+    memory_bias: Tensor | None = None
+
+    def attention_bias(self) -> Tensor:
+        if self.memory_bias is None:
+            mask = self.encoder.mask[:, None, None, :]
+            zeros = torch.zeros(mask.shape, dtype=self.encoder.memory.dtype, device=mask.device)
+            self.memory_bias = zeros.masked_fill_(~mask, float("-inf"))
+        return self.memory_bias
 
 
 class Transformer(nn.Module):
@@ -335,6 +359,8 @@ class Transformer(nn.Module):
             state.position += 1
             return self.logits(hidden[:, -1]), None if weights is None else weights[:, -1]
 
+        if state.sources is None and not (state.need_alignment or self.training):
+            return self._step_static(tokens, state), None
         if state.sources is None:
             x = self.embed(tokens[:, None], start=state.position)  # (B, 1, C)
             self_mask = None  # one query sees every cached position: causal by construction
@@ -355,22 +381,46 @@ class Transformer(nn.Module):
         state.position += 1
         return self.logits(x[:, 0]), None if weights is None else weights[:, 0]
 
+    def _step_static(self, tokens: Tensor, state: TransformerState) -> Tensor:
+        """`step` of the static cached search in inference: (B,) -> logits (B, V)."""
+        position = state.position
+        if position >= self.config.max_positions:
+            raise ValueError(
+                f"sequence of {position + 1} tokens exceeds max_positions="
+                f"{self.config.max_positions}"
+            )
+        x = F.embedding(tokens[:, None], self.shared.weight) * self.embed_scale
+        x = x + self.positions[position]  # (B, 1, C)
+        bias = state.attention_bias()
+        for layer, cache, static_kv in zip(
+            self.decoder.layers, state.self_attn, state.cross_attn, strict=True
+        ):
+            x = layer.step(x, cache, static_kv, bias)
+        state.position += 1
+        return self.logits(x[:, 0])
+
     def reorder_state(self, state: TransformerState, index: Tensor) -> TransformerState:
         if state.sources is not None:
             return self._reorder_ragged(state, index)
         encoder = state.encoder
         entries, group = shared_rows(index, encoder.group, encoder.memory.shape[0])
+        caches = None
+        if state.self_attn is not None:
+            runs = head_runs(index, self.config.n_heads)  # one for every layer's copy
+            caches = [cache.reorder(index, runs) for cache in state.self_attn]
+        bias = state.memory_bias
+        if bias is not None and entries is not None:
+            bias = bias.index_select(0, entries)
         return TransformerState(
             encoder=encoder.select(entries, group),
             cross_attn=None
             if state.cross_attn is None
             else [kv.select(entries, group) for kv in state.cross_attn],
-            self_attn=None
-            if state.self_attn is None
-            else [cache.reorder(index) for cache in state.self_attn],
+            self_attn=caches,
             prefix=None if state.prefix is None else state.prefix.index_select(0, index),
             position=state.position,
             need_alignment=state.need_alignment,
+            memory_bias=bias,
         )
 
     # Continuous batching (service.decoding.continuous): rows at positions of their own.

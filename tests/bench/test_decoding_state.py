@@ -66,17 +66,21 @@ def test_beam_search_with_shared_memory_equals_copied_memory(monkeypatch):
             torch.testing.assert_close(x.alignment, y.alignment)
 
 
-def test_kv_cache_appends_reorders_and_stays_one_contiguous_block():
+def test_kv_cache_grows_by_blocks_appends_in_place_and_reorders():
     torch.manual_seed(0)
     batch, heads, dim, limit = 3, 2, 4, 12
     cache = KVCache.empty(batch, heads, dim, torch.zeros(1), max_len=limit)
     reference = torch.empty(batch, heads, 0, dim)
+    buffers = set()
     for _ in range(5):
         step = torch.randn(batch, heads, 1, dim)
         keys, values = cache.append(step, 2 * step)
         reference = torch.cat([reference, step], 2)
-        assert keys.is_contiguous() and values.is_contiguous()
+        buffers.add(cache.keys.data_ptr())
+    assert len(buffers) == 1  # grown once (up to max_len), then written in place
+    assert cache.keys.shape[2] == limit
     torch.testing.assert_close(keys, reference, rtol=0, atol=0)
+    torch.testing.assert_close(values, 2 * reference, rtol=0, atol=0)
 
     index = torch.tensor([2, 0, 0, 1])  # beams reordered, one row duplicated
     cache, reference = cache.reorder(index), reference[index]

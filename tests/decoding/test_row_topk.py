@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from service.decoding.search import row_topk
+from service.decoding.search import row_argmax, row_topk
 
 
 @pytest.mark.parametrize("vocab", [8000, 8003, 1000, 40])
@@ -29,3 +29,15 @@ def test_row_topk_returns_the_same_values_on_ties():
     assert torch.equal(best, values.topk(8, dim=1).values)
     assert torch.equal(values.gather(1, indices), best)
     assert all(len(set(row)) == 8 for row in indices.tolist())
+
+
+@pytest.mark.parametrize("vocab", [8000, 8003, 128, 40])
+def test_row_argmax_equals_torch_argmax_first_maximum_and_nan_included(vocab):
+    generator = torch.Generator().manual_seed(vocab)
+    values = (torch.randn(23, vocab, generator=generator) * 2).round()  # many tied maxima
+    values[:, 0] = float("-inf")
+    values[4] = float("-inf")  # a row of -inf: index 0, as torch
+    values[6, vocab // 3] = values[6, vocab // 2] = 9.0  # tied winners in different chunks
+    values[9, vocab - 1] = float("nan")  # NaN is the maximum for torch.argmax
+    values[11, vocab // 2] = values[11, vocab - 2] = float("nan")
+    assert torch.equal(row_argmax(values), values.argmax(1))

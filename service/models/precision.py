@@ -30,9 +30,10 @@ from service.models.attention import MultiHeadAttention
 from service.models.packed import Linear
 
 DTYPES = ("float32", "bfloat16", "int8")  # what the CLI offers; GPUs also take float16
-# The fastest dtype within 0.3 BLEU of float32 on the shipped model (docs/benchmarks.md:
-# test BLEU 23.19 beam 4 / 20.98 greedy against float32's 23.07 / 21.16; about 1.25x float32's
-# speed at beam 4 and greedy, a little ahead of bfloat16 on a Xeon with AMX).
+# The fastest dtype within 0.3 BLEU of float32 on the shipped models (docs/benchmarks.md: es-en
+# transformer v4 and en-es transformer v2, bible and general at beam 4, within 0.05 BLEU;
+# 1.16-1.34x float32's speed, 3-16% ahead of bfloat16 on a Xeon with AMX). What `translate`,
+# `eval`, `generate` and the served replicas (`runtime.dtype: auto`) run on CPU.
 DEFAULT_CPU_DTYPE = "int8"
 QUANTIZED_ENGINE = "onednn"  # AMX / VNNI int8 on x86; the fastest engine measured for our shapes
 

@@ -31,7 +31,7 @@ from service.models.packed import Linear
 
 DTYPES = ("float32", "bfloat16", "int8")  # what the CLI offers; GPUs also take float16
 # The fastest dtype within 0.3 BLEU of float32 on the shipped models (docs/benchmarks.md: es-en
-# transformer v4 and en-es transformer v2, bible and general at beam 4, within 0.05 BLEU;
+# transformer v4 and en-es transformer v2, bible and general at beam 4, within 0.06 BLEU;
 # 1.16-1.34x float32's speed, 3-16% ahead of bfloat16 on a Xeon with AMX). What `translate`,
 # `eval`, `generate` and the served replicas (`runtime.dtype: auto`) run on CPU.
 DEFAULT_CPU_DTYPE = "int8"

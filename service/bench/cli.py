@@ -394,6 +394,9 @@ def service_command(
     ),
     short_fraction: float = typer.Option(0.75, help="--mix: the share of short requests"),
     max_batch_size: int = typer.Option(32, help="--mix: both modes' max_batch_size"),
+    mix_dtype: str = typer.Option(
+        "", "--dtype", help="--mix: every replica's runtime.dtype (default: the shipped auto)"
+    ),
     as_json: bool = typer.Option(False, "--json"),
     write: str = typer.Option(
         "", help="also write its section into this markdown file (docs/benchmarks.md)"
@@ -425,6 +428,7 @@ def service_command(
             store=Path(store) if store else None,
             random_preset=random_preset,
             batch_wait_timeout_s=batch_wait_timeout if batch_wait_timeout >= 0 else None,
+            dtype=mix_dtype or None,
             command="python -m service bench service " + " ".join(sys.argv[3:]),
             progress=lambda message: console.print(f"[dim]{message}[/dim]"),
             write=write,

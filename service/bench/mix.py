@@ -185,6 +185,7 @@ class MixBenchmark:
     beam_size: int
     max_length: int
     max_batch_size: int
+    dtype: str  # the replicas' runtime.dtype ("auto": the shipped default)
     batch_wait_timeout_s: float
     short_fraction: float
     short_words: dict[str, float]  # min, mean, max
@@ -286,6 +287,7 @@ def benchmark_mix(
     batch_wait_timeout_s: float | None = None,
     num_cpus: float | None = None,
     seed: int = 0,
+    dtype: str | None = None,
     command: str = "",
     progress: Any = None,
 ) -> MixBenchmark:
@@ -302,7 +304,7 @@ def benchmark_mix(
     with subject_store(store, model, random_preset) as subject:
         say(f"starting Ray Serve with {subject.description}, static and continuous")
         try:
-            base = start_applications(subject, apps, num_cpus, batch_wait_timeout_s)
+            base = start_applications(subject, apps, num_cpus, batch_wait_timeout_s, dtype)
             wait_ready(base, modes=MIX_MODES)
             warm_up(base, MIX_MODES, texts, warmup_s, payload, say)
             for count in users:
@@ -353,6 +355,7 @@ def benchmark_mix(
         beam_size=beam_size,
         max_length=max_length,
         max_batch_size=max_batch_size,
+        dtype=dtype or "auto",
         batch_wait_timeout_s=_batch_wait_timeout(batch_wait_timeout_s),
         short_fraction=short_fraction,
         short_words=_stats([item.words for item in shorts]),
@@ -386,7 +389,8 @@ def mix_markdown(result: MixBenchmark) -> str:
         "The whole service with the same model deployed twice side by side, `batching: static` "
         f"(the `DecodeQueue`) and `batching: continuous` (the engine), both `max_batch_size` "
         f"{result.max_batch_size}, `batch_wait_timeout_s` {result.batch_wait_timeout_s:g}, one "
-        "replica each with the shipped resources. N closed-loop clients each send one text per "
+        f"replica each with the shipped resources, `runtime.dtype` {result.dtype}. N "
+        "closed-loop clients each send one text per "
         f"request (`beam_size` {result.beam_size}, `max_length` {result.max_length}), short "
         f"with probability {result.short_fraction:g}, else long, in one seeded order both modes "
         f"share. Short: test-split sentences of {result.short_words['min']:g}-"

@@ -344,9 +344,11 @@ def start_applications(
     apps: dict[str, tuple[int, str]],
     num_cpus: float | None = None,
     batch_wait_timeout_s: float | None = None,
+    dtype: str | None = None,
 ) -> str:
     """One application of the subject per entry of `apps` (name -> (max_batch_size, batching)),
-    each at `/<name>`, otherwise identical; returns the base URL."""
+    each at `/<name>`, otherwise identical; returns the base URL. `dtype` sets every replica's
+    `runtime.dtype` (None: the shipped `auto`)."""
     from ray import serve
 
     from service.serving.app import build_app_with_options, deployment_name
@@ -365,6 +367,8 @@ def start_applications(
         }
         if "generation" in AppArgs.model_fields:  # translation only: no language model replica
             args["generation"] = None
+        if dtype is not None:
+            args["runtime"] = {"dtype": dtype}
         serve.run(
             build_app_with_options(
                 args, _deployment_options(max_batch_size, key, batch_wait_timeout_s)

@@ -108,6 +108,7 @@ def _result():
         beam_size=1,
         max_length=128,
         max_batch_size=32,
+        dtype="auto",
         batch_wait_timeout_s=0.01,
         short_fraction=0.75,
         short_words={"min": 2, "mean": 7.5, "max": 10},
@@ -157,12 +158,12 @@ def test_the_cli_passes_the_mix_options_and_prints_the_ratios(monkeypatch, tmp_p
     got = CliRunner().invoke(
         bench_app,
         f"service --mix --users 8,32 --duration 4 --rounds 3 --short-fraction 0.5 "
-        f"--beam-size 4 --max-batch-size 16 --json --write {doc}".split(),
+        f"--beam-size 4 --max-batch-size 16 --dtype float32 --json --write {doc}".split(),
     )
     assert got.exit_code == 0, got.output
     assert seen["users"] == [8, 32] and seen["short_fraction"] == 0.5
     assert (seen["duration_s"], seen["rounds"], seen["beam_size"]) == (4.0, 3, 4)
-    assert seen["max_batch_size"] == 16
+    assert seen["max_batch_size"] == 16 and seen["dtype"] == "float32"
     printed = json.loads(got.stdout.strip().splitlines()[-1])
     assert (printed["short_p99_ratio"], printed["throughput_ratio"]) == (0.25, 1.5)
     assert "## Service: continuous vs static batching" in doc.read_text()

@@ -210,7 +210,12 @@ def sample_or_greedy(
         model.encode(src), options.max_length, options.use_cache, options.return_alignment
     )
     source_lengths = _source_lengths(model, src)
-    rows = torch.arange(batch, device=src.device)  # original index of each live row
+    # The original row of each state row, -1 for a row that finished and is still stepped:
+    # a reorder copies every cache, so a few finished rows stay until they cost more than
+    # that (`_keep_dead_rows`). Each row's results are its own whatever else the batch holds
+    # (float32, bfloat16; int8's per-call activation scale sees the batch anyway).
+    slots = list(range(batch))
+    waste = 0  # finished rows stepped since the last reorder, summed over the steps
     tokens = torch.full((batch,), config.decoder_start_id, dtype=torch.long, device=src.device)
     out_tokens: list[list[int]] = [[] for _ in range(batch)]
     out_attn: list[list[Tensor]] = [[] for _ in range(batch)]
@@ -228,25 +233,31 @@ def sample_or_greedy(
             wordless = wordless & torch.isin(tokens, silent)
         live = []
         for slot, (row, token, score) in enumerate(
-            zip(rows.tolist(), tokens.tolist(), token_scores.tolist(), strict=True)
+            zip(slots, tokens.tolist(), token_scores.tolist(), strict=True)
         ):
+            if row < 0:
+                continue
             scores[row] += score
             if attention is not None:
                 out_attn[row].append(attention[slot, : source_lengths[row]])
             if token == config.eos_id:
                 finished[row] = True
+                slots[slot] = -1
             else:
                 out_tokens[row].append(token)
                 live.append(slot)
         if not live:
             break
-        if len(live) < len(rows):
+        dead = len(slots) - len(live)
+        if dead and not _keep_dead_rows(dead, waste, len(slots)):
             keep = torch.tensor(live, device=src.device)
             state = model.reorder_state(state, keep)
-            rows, tokens = rows[keep], tokens[keep]
+            slots, tokens, waste = [slots[slot] for slot in live], tokens[keep], 0
             sampling = sampling.select(keep)
             if wordless is not None:
                 wordless = wordless[keep]
+        else:
+            waste += dead
 
     return [
         Hypothesis(
@@ -257,6 +268,17 @@ def sample_or_greedy(
         )
         for i in range(batch)
     ]
+
+
+LAZY_DEAD = 4  # finished rows may stay in the state while fewer than 1 / LAZY_DEAD of it
+
+
+def _keep_dead_rows(dead: int, waste: int, rows: int) -> bool:
+    """Whether `dead` finished rows of a state of `rows` may be stepped once more rather than
+    dropped by a reorder (which copies every cache): while they are under a quarter of the
+    rows and the dead rows stepped since the last reorder (`waste`) stay within one step's
+    worth, the continuous engine's rule (`continuous.LAZY_DEAD`, `LAZY_WASTE`)."""
+    return LAZY_DEAD * dead < rows and waste + dead <= rows
 
 
 @dataclass

@@ -425,3 +425,33 @@ def test_the_last_step_writes_a_word_when_only_silent_tokens_came_before():
     for hypothesis in generate(ScriptedDecoder(loop), src, options, silent_ids=[B])[0]:
         assert A in hypothesis.tokens
     assert generate(ScriptedDecoder(loop), src, DecodeOptions(max_length=3))[0][0].tokens == [B]
+
+
+@pytest.mark.parametrize("sampling", [False, True])
+def test_finished_rows_left_in_the_state_change_no_result(monkeypatch, sampling):
+    """Greedy and sampling step a few finished rows instead of copying every cache to drop
+    them: each row's tokens and scores stay exactly those of dropping them at once."""
+    from service.decoding import search
+
+    model = tiny_model("transformer").float()  # float32, the serving dtype, and its rounding
+    with torch.no_grad():  # sentences ending at many different steps
+        model.final_logits_bias[0, model.config.eos_id] += 4.0
+    torch.manual_seed(3)
+    src = torch.randint(3, VOCAB, (16, 9))
+    for row in range(16):
+        src[row, 2 + row % 7 :] = 0
+    options = DecodeOptions(max_length=24, sampling=sampling, seed=5 if sampling else None)
+    kept = []
+    keep = search._keep_dead_rows
+
+    def counted(*args):
+        kept.append(keep(*args))
+        return kept[-1]
+
+    monkeypatch.setattr(search, "_keep_dead_rows", counted)
+    lazy = generate(model, src, options)
+    assert any(kept), "no finished row was ever left in the state: the test lost its edge"
+    monkeypatch.setattr(search, "_keep_dead_rows", lambda *args: False)
+    eager = generate(model, src, options)
+    assert tokens(lazy) == tokens(eager)
+    assert [n[0].score for n in lazy] == [n[0].score for n in eager]

@@ -19,9 +19,17 @@ steps with (tests/decoding/test_continuous.py).
 
 Rows that leave (finished sentences, beams reordered) are not copied out of the model state at
 once: the engine keeps which state row each of its rows is (`_state_rows`) and copies when it
-has to, together with the next newcomers' join (`merge_states` with an index: one copy for
-both), or before a step that needs rows reordered (beam search), or once the dead rows cost
-more than a copy (`_sync_state`); until then dead rows are fed a pad and their outputs dropped.
+has to: before a step that needs rows reordered (beam search), once the dead rows are a
+quarter of the state or have been stepped for as much as a whole step costs (`_sync_state`),
+or with a join that comes after that (`merge_states` with an index: one copy for both). Until
+then dead rows are fed a pad and their outputs dropped, and newcomers are appended after them:
+the model writes them into room its buffers keep (`attention.gather_cat`), so a join copies
+the newcomers' rows only, not the batch's.
+
+Newcomers are admitted in groups while the batch is at least half full (`_waits_for_company`:
+an encoder call costs about a quarter of a 32-row step whatever it encodes), encoded in groups
+of similar length (`encode_groups`), at most `ADMIT_TOKENS` padded source tokens per step, and
+a sentence that the token budget keeps out is passed by shorter ones for `PASS_STEPS` steps.
 
 A failure stays with the sentence that caused it, as the static path's retry one by one does
 (`service/serving/batcher.py`): newcomers whose encoding fails are encoded again one by one and

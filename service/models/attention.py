@@ -307,17 +307,18 @@ class MultiHeadAttention(nn.Module):
         entries, length = static_kv.keys.shape[0], static_kv.keys.shape[2]
         rows = entries * heads
         q = (self.q_proj.forward(x).view(entries, group, heads, dim).transpose(1, 2)) * dim**-0.5
-        keys = static_kv.keys.view(rows, length, dim)
+        keys = _fold(static_kv.keys, rows, length, dim)
         scores = torch.bmm(q.reshape(rows, group, dim), keys.transpose(1, 2))
         scores = (scores.view(entries, heads, group, length) + bias).view(rows, group, length)
-        out = torch.bmm(scores.softmax(-1), static_kv.values.view(rows, length, dim))
+        out = torch.bmm(scores.softmax(-1), _fold(static_kv.values, rows, length, dim))
         if group > 1:  # (N, H, g, D) -> (N, g, H, D): one row per query again
             out = out.view(entries, heads, group, dim).transpose(1, 2)
         return self.out_proj.forward(out.reshape(batch, 1, channels))
 
 
 def _fold(cache: Tensor, rows: int, length: int, dim: int) -> Tensor:
-    """(B, H, T, D) with contiguous (T, D) blocks -> (B * H, T, D), as `matmul` folds it."""
+    """(B, H, T, D) -> (B * H, T, D), as `matmul` folds it: a view where the rows' (T, D)
+    blocks sit at a fixed stride (a contiguous cache, or a slice of a longer one)."""
     if cache.is_contiguous():
         return cache.view(rows, length, dim)
     return cache.reshape(rows, length, dim)
